@@ -1,0 +1,16 @@
+//! psla: a dataflow pipeline that turns raw audio collections into audio-tagging models with the PSLA
+//! recipe (Gong, Chung, Glass, TASLP 2021).
+//!
+//! - [`table`]: run roots, Parquet tables with atomic commits, the manifest.
+//! - [`pipeline`]: TOML pipeline specs, planning, the runner.
+//! - [`stages`]: one module per pipeline stage.
+//! - [`sql`]: DataFusion over a run root's tables.
+
+pub mod error;
+pub mod pipeline;
+pub mod progress;
+pub mod sql;
+pub mod stages;
+pub mod table;
+
+pub use error::{Error, Result};

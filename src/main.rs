@@ -1,0 +1,293 @@
+//! The `psla` command line: parse, call into the library, print. No logic lives here.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use psla::error::{Error, Result};
+use psla::pipeline::{self, PipelineSpec, RunOptions};
+use psla::stages::ingest::IngestParams;
+use psla::table::RunRoot;
+
+/// The embedded demo pipeline (also at pipelines/demo.toml).
+const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "psla",
+    version,
+    about = "Turn raw audio collections into audio-tagging models with the PSLA recipe",
+    long_about = "Turn raw audio collections into audio-tagging models with the PSLA recipe \
+                  (Pretraining, Sampling, Labeling, Aggregation).\n\n\
+                  Stages read and write Parquet tables in a run root (a folder): ingest -> features -> \
+                  label -> sample -> train -> score -> evaluate. Run them one by one, or declare them in \
+                  a pipeline TOML and `psla run` it.",
+    after_help = "Start with `psla demo`, then `psla tables --root psla-demo` and \
+                  `psla sql \"SELECT * FROM labels LIMIT 5\" --root psla-demo`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline TOML: validate it, plan the stages, run those that are out of date.
+    #[command(
+        long_about = "Run a pipeline TOML on a run root.\n\n\
+                      The whole spec is checked first (unknown stage kind or key, a table read that no stage \
+                      writes, a missing input file, a cycle): any problem is reported with its file, line and key, \
+                      and nothing runs. Each stage then runs in dependency order. A stage whose parameters, \
+                      input tables and input files are unchanged since it last completed is skipped, so a rerun \
+                      after an interruption resumes where it stopped."
+    )]
+    Run {
+        /// The pipeline file (see pipelines/).
+        pipeline: PathBuf,
+        /// Run root: a folder (created if missing) holding manifest.json and tables/.
+        #[arg(long)]
+        root: String,
+        /// Print the plan and what would run, then stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run only this stage (skipped when up to date, unless --force).
+        #[arg(long, value_name = "STAGE")]
+        only: Option<String>,
+        /// Rerun this stage and every stage after it, even when up to date.
+        #[arg(long, value_name = "STAGE", conflicts_with = "only")]
+        from: Option<String>,
+        /// Rerun every selected stage even when up to date.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Ingest AudioSet-style segment CSVs, a class vocabulary and the ontology into Parquet tables.
+    #[command(
+        long_about = "Ingest AudioSet-style metadata into a run root.\n\n\
+                      Writes the tables classes, ontology, ontology_edges, clips, labels and ingest_rejects \
+                      (docs/tables.md). Segment CSVs may have AudioSet's `#` comment lines or not; the split of \
+                      each clip is its file name without `_segments.csv`. Bad rows (malformed, unknown mid, end \
+                      before start, duplicate clip id) go to ingest_rejects with file, line and reason; good rows \
+                      are all kept. A missing input file or an unparsable vocabulary or ontology is an error and \
+                      writes nothing."
+    )]
+    Ingest {
+        /// A segment CSV (repeat for several: balanced_train_segments.csv, eval_segments.csv, ...).
+        #[arg(long, required = true, value_name = "CSV")]
+        segments: Vec<String>,
+        /// The class vocabulary, class_labels_indices.csv (index,mid,display_name).
+        #[arg(long, value_name = "CSV")]
+        classes: String,
+        /// AudioSet's ontology.json.
+        #[arg(long, value_name = "JSON")]
+        ontology: String,
+        /// Folder where each clip's audio is `<clip_id>.<wav|flac|mp3|ogg|opus|m4a>`.
+        #[arg(long, value_name = "DIR")]
+        audio: Option<String>,
+        /// CSV `clip_id,path` giving each clip's audio file.
+        #[arg(long, value_name = "CSV")]
+        audio_manifest: Option<String>,
+        /// Run root to write the tables into.
+        #[arg(long, value_name = "ROOT")]
+        out: String,
+    },
+
+    /// Query a run root's tables with SQL (read-only; DataFusion).
+    #[command(
+        long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
+                      Every table of the run root is registered under its name. The session is read-only: \
+                      CREATE, DROP, INSERT, UPDATE, DELETE, COPY, CREATE EXTERNAL TABLE and SET are refused \
+                      with a non-zero exit, and file paths cannot be queried. Ready-made audits are in sql/audit/.",
+        after_help = "Examples:\n  psla sql \"SELECT count(*) FROM labels\" --root R --format csv\n  \
+                      psla sql --file sql/audit/labels_per_class.sql --root R\n  \
+                      psla sql \"SELECT * FROM clips\" --root R --out clips.parquet"
+    )]
+    Sql {
+        /// The query (or use --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        query: Option<String>,
+        /// Read the query from a .sql file.
+        #[arg(long, value_name = "SQL_FILE")]
+        file: Option<PathBuf>,
+        /// Run root whose tables to query.
+        #[arg(long)]
+        root: String,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Write the result to this Parquet file instead of printing it.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: Option<PathBuf>,
+    },
+
+    /// List a run root's tables: rows, size, version, schema, and where the files are.
+    Tables {
+        /// The run root.
+        #[arg(long)]
+        root: String,
+    },
+
+    /// Run the demo pipeline (pipelines/demo.toml) on generated known-truth data.
+    #[command(
+        long_about = "Run the demo pipeline on generated known-truth data.\n\n\
+                      Generates a small AudioSet-like dataset (ontology, vocabulary, segment CSVs, wav audio, \
+                      hidden true labels and noisy observed labels) deterministically from a seed, then runs \
+                      the pipeline stages over it. Rerunning does nothing unless something changed."
+    )]
+    Demo {
+        /// Run root for the demo.
+        #[arg(long, default_value = "psla-demo")]
+        root: String,
+        /// Print the plan and what would run, then stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rerun every stage.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = psla::progress::enabled();
+    let mut err = std::io::stderr();
+    match cli.command {
+        Command::Run { pipeline, root, dry_run, only, from, force } => {
+            let root = RunRoot::open(&root)?;
+            let opts = RunOptions { dry_run, only, from, force, progress };
+            pipeline::run_file(&pipeline, &root, &opts, &mut err)?;
+        }
+        Command::Ingest { segments, classes, ontology, audio, audio_manifest, out } => {
+            let params = IngestParams { segments, classes, ontology, audio, audio_manifest };
+            let table = toml::Table::try_from(&params).map_err(|e| Error::invalid(e))?;
+            let spec = PipelineSpec::single("psla ingest", "ingest", table);
+            let root = RunRoot::open(&out)?;
+            let opts = RunOptions { force: true, progress, ..Default::default() };
+            pipeline::run_spec(&spec, &root, &opts, &mut err)?;
+        }
+        Command::Sql { query, file, root, format, out } => {
+            let sql = match (query, file) {
+                (Some(q), _) => q,
+                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| Error::file(&f, None, e))?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let root = RunRoot::open(&root)?;
+            let session = psla::sql::Session::open(&root)?;
+            let batches = session.query_read_only(&sql)?;
+            match out {
+                Some(path) => write_parquet(&path, &batches)?,
+                None => print_batches(&batches, format)?,
+            }
+        }
+        Command::Tables { root } => {
+            let root = RunRoot::open(&root)?;
+            print_tables(&root)?;
+        }
+        Command::Demo { root, dry_run, force } => {
+            let spec = PipelineSpec::parse(std::path::Path::new("pipelines/demo.toml"), DEMO_PIPELINE)?;
+            let root = RunRoot::open(&root)?;
+            let opts = RunOptions { dry_run, force, progress, ..Default::default() };
+            pipeline::run_spec(&spec, &root, &opts, &mut err)?;
+            if !dry_run {
+                writeln!(err, "demo run root: {} (try `psla tables --root {}`)", root.location(), root.location())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_batches(batches: &[arrow::array::RecordBatch], format: Format) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Format::Table => {
+            writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut stdout);
+            if batches.iter().all(|b| b.num_rows() == 0) {
+                if let Some(b) = batches.first() {
+                    let names: Vec<_> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+                    drop(w);
+                    writeln!(stdout, "{}", names.join(","))?;
+                    return Ok(());
+                }
+            }
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut stdout);
+            let refs: Vec<_> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            drop(w);
+            writeln!(stdout)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_parquet(path: &std::path::Path, batches: &[arrow::array::RecordBatch]) -> Result<()> {
+    let Some(first) = batches.first() else {
+        return Err(Error::invalid("the query returned no result set to write"));
+    };
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, first.schema(), None)?;
+    let mut rows = 0;
+    for b in batches {
+        w.write(b)?;
+        rows += b.num_rows();
+    }
+    w.close()?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, None, e))?;
+    eprintln!("wrote {rows} rows to {}", path.display());
+    Ok(())
+}
+
+fn print_tables(root: &RunRoot) -> Result<()> {
+    let manifest = root.manifest()?;
+    let mut out = std::io::stdout().lock();
+    if manifest.tables.is_empty() {
+        writeln!(out, "run root {} has no tables yet", root.location())?;
+        return Ok(());
+    }
+    writeln!(out, "{:<20} {:>12} {:>12} {:>8}  {:<16} path", "table", "rows", "bytes", "version", "written by")?;
+    for (name, t) in &manifest.tables {
+        writeln!(
+            out,
+            "{name:<20} {:>12} {:>12} {:>8}  {:<16} {}",
+            psla::progress::group(t.rows),
+            psla::progress::group(t.bytes),
+            t.version,
+            t.written_by,
+            root.url_of(&format!("{}/", t.dir))
+        )?;
+        for col in &t.schema {
+            writeln!(out, "    {col}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! SQL over a run root with DataFusion.
+//!
+//! [`Session::open`] registers every committed table of a run root under its name. Queries from users
+//! (`psla sql`) go through [`Session::query_read_only`], which refuses anything that is not a query:
+//! DDL (CREATE, DROP, CREATE EXTERNAL TABLE), DML (INSERT, UPDATE, DELETE, COPY) and statements (SET,
+//! transactions). Reading files by path (`SELECT * FROM 'file.parquet'`) is not enabled, so a query sees
+//! the run root's tables and nothing else.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::DFParser;
+
+use crate::error::{Error, Result};
+use crate::table::{RunRoot, runtime};
+
+/// A DataFusion session with a run root's tables registered.
+pub struct Session {
+    ctx: SessionContext,
+    tables: Vec<String>,
+}
+
+impl Session {
+    /// Register every table of `root` (its committed version) by name.
+    pub fn open(root: &RunRoot) -> Result<Self> {
+        Self::open_tables(root, None)
+    }
+
+    /// Register only `only` (all tables when None): a stage sees the tables it declares and no others.
+    pub fn open_tables(root: &RunRoot, only: Option<&[String]>) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let manifest = root.manifest()?;
+        if root.local_dir().is_none() {
+            let url = root.url();
+            let base = url::Url::parse(&format!("{}://{}", url.scheme(), url.host_str().unwrap_or("")))
+                .map_err(|e| Error::invalid(format!("{url}: {e}")))?;
+            ctx.register_object_store(&base, root.object_store());
+        }
+        let mut tables = Vec::new();
+        if let Some(only) = only {
+            if let Some(missing) = only.iter().find(|t| !manifest.tables.contains_key(*t)) {
+                return Err(root.table_entry(missing).expect_err("the table is missing"));
+            }
+        }
+        for (name, entry) in &manifest.tables {
+            if only.is_some_and(|o| !o.contains(name)) {
+                continue;
+            }
+            let dir = root.url_of(&format!("{}/", entry.dir));
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            runtime()
+                .block_on(ctx.register_listing_table(name, dir.as_str(), options, None, None))
+                .map_err(|e| Error::table(name, format!("cannot register for SQL: {e}")))?;
+            tables.push(name.clone());
+        }
+        Ok(Session { ctx, tables })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn table_names(&self) -> &[String] {
+        &self.tables
+    }
+
+    /// Run one or more `;`-separated queries; returns the result of the last one. Anything that would
+    /// change a table, create one, or touch files is refused before it runs.
+    pub fn query_read_only(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let statements = DFParser::parse_sql(sql).map_err(|e| Error::Sql(e.to_string()))?;
+        if statements.is_empty() {
+            return Err(Error::Sql("no SQL statement given".into()));
+        }
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let mut last = Vec::new();
+        for statement in statements {
+            let text = statement.to_string();
+            let df = runtime().block_on(self.ctx.sql_with_options(&text, options)).map_err(|e| refusal(&text, e))?;
+            last = runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))?;
+        }
+        Ok(last)
+    }
+
+    /// Run a query with every kind of statement allowed: for psla's own `sql/` files only.
+    pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let df = runtime().block_on(self.ctx.sql(sql)).map_err(|e| Error::Sql(e.to_string()))?;
+        runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))
+    }
+}
+
+/// Turn DataFusion's "DDL not supported" family into a message that says what to do instead.
+fn refusal(statement: &str, e: datafusion::error::DataFusionError) -> Error {
+    let msg = e.to_string();
+    let kind = if msg.contains("DDL not supported") {
+        Some("it defines or drops a table (DDL)")
+    } else if msg.contains("DML not supported") {
+        Some("it writes data (INSERT, UPDATE, DELETE or COPY)")
+    } else if msg.contains("Statement not supported") {
+        Some("it changes the session (SET, transactions)")
+    } else {
+        None
+    };
+    match kind {
+        Some(kind) => Error::Sql(format!(
+            "refused `{}`: {kind}. `psla sql` is read-only; tables change only through pipeline stages, \
+             and `--out FILE.parquet` saves a query's result",
+            truncate(statement, 80)
+        )),
+        None => Error::Sql(msg),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}...", s.chars().take(n).collect::<String>()) }
+}

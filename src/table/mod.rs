@@ -1,0 +1,8 @@
+//! Tables: the run root that stores them (Parquet on object_store, atomic commits through the
+//! manifest) and small helpers to build Arrow columns.
+
+pub mod manifest;
+pub mod store;
+
+pub use manifest::{Manifest, StageRecord, TableEntry};
+pub use store::{RunRoot, StagedTable, TableData, TableWriter, psla_version, runtime};

@@ -1,0 +1,445 @@
+//! A run root: a folder or object-store URL holding `manifest.json`, `tables/<name>/v<N>/*.parquet`
+//! and `models/<name>/`.
+//!
+//! ## How a write stays atomic
+//! 1. A [`TableWriter`] writes Parquet files into `tables/<name>/v<N>/`, where N is one more than the
+//!    committed version. Nothing refers to that folder yet: readers go through the manifest.
+//! 2. [`RunRoot::commit`] writes a new `manifest.json` in one `put` (on a local disk: a temporary file then
+//!    a rename; on an object store: a single-object put). That is the commit point: before it, every
+//!    reader sees the previous versions; after it, the new ones. Several tables (all outputs of a stage)
+//!    commit together.
+//! 3. Folders of older versions are removed after the commit. A process killed at any moment leaves at
+//!    worst an uncommitted `v<N>` folder, which the next writer of that table clears before writing.
+//!
+//! Local folders and object-store URLs go through the same code (object_store).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::manifest::{Manifest, StageRecord, TableEntry};
+use crate::error::{Error, Result};
+
+const MANIFEST: &str = "manifest.json";
+/// A Parquet file is closed and a new one started once this many bytes are buffered.
+const TARGET_FILE_BYTES: usize = 64 << 20;
+/// Rows per row group: small enough for readers to stream, large enough to compress well.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The process-wide tokio runtime that drives object_store and DataFusion.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("psla-io")
+            .build()
+            .expect("cannot start the tokio runtime")
+    })
+}
+
+pub fn psla_version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A run root (see the module docs). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RunRoot {
+    /// What the user gave (a path or a URL), for messages.
+    location: String,
+    /// `file:///abs/path/` or `s3://bucket/prefix/`: always ends with `/`.
+    url: Url,
+    /// The local folder, for a local root.
+    local: Option<PathBuf>,
+    store: Arc<dyn ObjectStore>,
+    /// Prefix of the root inside `store`.
+    prefix: StorePath,
+}
+
+/// A table version written but not yet committed.
+#[derive(Debug, Clone)]
+pub struct StagedTable {
+    pub name: String,
+    pub entry: TableEntry,
+}
+
+/// A table read back whole.
+#[derive(Debug, Clone)]
+pub struct TableData {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl TableData {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+impl RunRoot {
+    /// Open (creating if needed) a run root at a local path or an object-store URL.
+    pub fn open(location: &str) -> Result<Self> {
+        let has_scheme = location.contains("://");
+        if !has_scheme || location.starts_with("file://") {
+            let path = if has_scheme {
+                Url::parse(location)
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok())
+                    .ok_or_else(|| Error::invalid(format!("`{location}` is not a valid file:// URL")))?
+            } else {
+                PathBuf::from(location)
+            };
+            std::fs::create_dir_all(&path)
+                .map_err(|e| Error::file(&path, None, format!("cannot create the run root: {e}")))?;
+            let abs = path.canonicalize().map_err(|e| Error::file(&path, None, e))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&abs)?;
+            let url = Url::from_directory_path(&abs)
+                .map_err(|_| Error::invalid(format!("cannot turn {} into a URL", abs.display())))?;
+            return Ok(RunRoot {
+                location: location.to_string(),
+                url,
+                local: Some(abs),
+                store: Arc::new(store),
+                prefix: StorePath::default(),
+            });
+        }
+        let mut url = Url::parse(location).map_err(|e| Error::invalid(format!("`{location}` is not a URL: {e}")))?;
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let (store, prefix) = object_store::parse_url(&url).map_err(|e| {
+            Error::invalid(format!(
+                "cannot open run root `{location}`: {e}. This build reads local folders and file:// URLs; \
+                 object-store schemes (s3://, gs://, az://) are not enabled yet"
+            ))
+        })?;
+        Ok(RunRoot { location: location.to_string(), url, local: None, store: Arc::from(store), prefix })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The root as a URL ending with `/`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The local folder of a local root.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local.as_deref()
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    fn path(&self, rel: &str) -> StorePath {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    /// URL of a path relative to the root.
+    pub fn url_of(&self, rel: &str) -> Url {
+        self.url.join(rel).expect("relative table paths are valid URL paths")
+    }
+
+    /// The committed manifest (empty for a new root).
+    pub fn manifest(&self) -> Result<Manifest> {
+        let path = self.path(MANIFEST);
+        runtime().block_on(async {
+            match self.store.get(&path).await {
+                Ok(r) => {
+                    let bytes = r.bytes().await?;
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::file(
+                            self.url_of(MANIFEST).to_string(),
+                            Some(e.line()),
+                            format!("the manifest is not valid JSON ({e}); was it edited by hand?"),
+                        )
+                    })
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(Manifest::default()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Start writing a new version of `name`. Clears leftovers of an interrupted earlier attempt.
+    pub fn table_writer(&self, name: &str, schema: SchemaRef, written_by: &str) -> Result<TableWriter> {
+        validate_table_name(name)?;
+        let version = self.manifest()?.tables.get(name).map_or(1, |t| t.version + 1);
+        let dir = format!("tables/{name}/v{version:06}");
+        self.delete_prefix(&dir)?;
+        Ok(TableWriter {
+            root: self.clone(),
+            name: name.to_string(),
+            written_by: written_by.to_string(),
+            version,
+            dir,
+            schema,
+            current: None,
+            files: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Write a whole table from batches (convenience over [`RunRoot::table_writer`]). Not committed yet.
+    pub fn stage_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+        written_by: &str,
+    ) -> Result<StagedTable> {
+        let mut w = self.table_writer(name, schema, written_by)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()
+    }
+
+    /// Make staged tables (and optionally a stage record) visible in one step: the manifest is replaced
+    /// in a single put. Then removes the folders of the replaced versions.
+    pub fn commit(&self, tables: Vec<StagedTable>, stage: Option<(String, StageRecord)>) -> Result<Manifest> {
+        let mut manifest = self.manifest()?;
+        let mut committed = Vec::new();
+        for t in tables {
+            if let Some(old) = manifest.tables.get(&t.name) {
+                if old.version >= t.entry.version {
+                    return Err(Error::table(
+                        &t.name,
+                        format!(
+                            "version {} was committed by another writer while this one wrote version {}; rerun",
+                            old.version, t.entry.version
+                        ),
+                    ));
+                }
+            }
+            committed.push((t.name.clone(), t.entry.dir.clone()));
+            manifest.tables.insert(t.name, t.entry);
+        }
+        if let Some((id, record)) = stage {
+            manifest.stages.insert(id, record);
+        }
+        manifest.generation += 1;
+        manifest.psla_version = psla_version().to_string();
+        let json = serde_json::to_vec_pretty(&manifest)?;
+        runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)))?;
+        for (name, keep) in committed {
+            // Best effort: a leftover folder is harmless (nothing refers to it) and cleared next time.
+            let _ = self.remove_other_versions(&name, &keep);
+        }
+        Ok(manifest)
+    }
+
+    /// Remove a stage's record so that it runs again next time (its tables stay).
+    pub fn forget_stage(&self, id: &str) -> Result<()> {
+        let mut manifest = self.manifest()?;
+        if manifest.stages.remove(id).is_some() {
+            manifest.generation += 1;
+            let json = serde_json::to_vec_pretty(&manifest)?;
+            runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)))?;
+        }
+        Ok(())
+    }
+
+    /// Delete every folder of table `name` but `keep` (older versions, leftovers of killed writers).
+    fn remove_other_versions(&self, name: &str, keep: &str) -> Result<()> {
+        let listing = runtime().block_on(self.store.list_with_delimiter(Some(&self.path(&format!("tables/{name}")))))?;
+        let keep = self.path(keep);
+        for dir in listing.common_prefixes {
+            if dir != keep {
+                let rel = dir.as_ref().strip_prefix(self.prefix.as_ref()).unwrap_or(dir.as_ref()).trim_start_matches('/');
+                self.delete_prefix(rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_prefix(&self, rel: &str) -> Result<()> {
+        let prefix = self.path(rel);
+        runtime().block_on(async {
+            let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+            for m in metas {
+                self.store.delete(&m.location).await?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        if let Some(local) = &self.local {
+            // Local file systems keep empty folders; remove them so one version folder remains visible.
+            let _ = std::fs::remove_dir_all(local.join(rel));
+        }
+        Ok(())
+    }
+
+    /// The committed entry of a table, or an error listing the tables there are.
+    pub fn table_entry(&self, name: &str) -> Result<TableEntry> {
+        let manifest = self.manifest()?;
+        manifest.tables.get(name).cloned().ok_or_else(|| {
+            let known: Vec<_> = manifest.tables.keys().cloned().collect();
+            Error::table(
+                name,
+                format!(
+                    "no such table in run root {} (tables there: {})",
+                    self.location,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            )
+        })
+    }
+
+    /// Read a whole committed table.
+    pub fn read_table(&self, name: &str) -> Result<TableData> {
+        let entry = self.table_entry(name)?;
+        let mut schema = None;
+        let mut batches = Vec::new();
+        for file in &entry.files {
+            let bytes = self.read_bytes(file)?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .map_err(|e| Error::table(name, format!("{file}: {e}")))?;
+            schema.get_or_insert_with(|| builder.schema().clone());
+            for b in builder.build()? {
+                batches.push(b?);
+            }
+        }
+        let schema = schema.ok_or_else(|| Error::table(name, "the table has no files"))?;
+        Ok(TableData { schema, batches })
+    }
+
+    /// Bytes of a file relative to the root.
+    pub fn read_bytes(&self, rel: &str) -> Result<Bytes> {
+        let path = self.path(rel);
+        runtime().block_on(async { Ok(self.store.get(&path).await?.bytes().await?) })
+    }
+
+    /// Write a file relative to the root in one put (atomic on local disks and object stores).
+    pub fn write_bytes(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let path = self.path(rel);
+        runtime().block_on(self.store.put(&path, PutPayload::from(bytes)))?;
+        Ok(())
+    }
+}
+
+fn validate_table_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "`{name}` is not a valid table name: use lower-case letters, digits and `_`, starting with a letter"
+        )))
+    }
+}
+
+/// Writes one new version of a table as zstd Parquet files; see [`RunRoot::table_writer`].
+pub struct TableWriter {
+    root: RunRoot,
+    name: String,
+    written_by: String,
+    version: u64,
+    dir: String,
+    schema: SchemaRef,
+    current: Option<ArrowWriter<Vec<u8>>>,
+    files: Vec<String>,
+    rows: u64,
+    bytes: u64,
+    hasher: Sha256,
+}
+
+impl TableWriter {
+    fn props() -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build()
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(Error::table(
+                &self.name,
+                format!("batch schema {:?} differs from the table schema {:?}", batch.schema(), self.schema),
+            ));
+        }
+        if self.current.is_none() {
+            self.current = Some(ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(Self::props()))?);
+        }
+        let w = self.current.as_mut().expect("just created");
+        w.write(batch)?;
+        self.rows += batch.num_rows() as u64;
+        if w.bytes_written() + w.in_progress_size() >= TARGET_FILE_BYTES {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn close_file(&mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            let bytes = w.into_inner()?;
+            self.hasher.update(&bytes);
+            self.bytes += bytes.len() as u64;
+            let rel = format!("{}/part-{:05}.parquet", self.dir, self.files.len());
+            self.root.write_bytes(&rel, bytes)?;
+            self.files.push(rel);
+        }
+        Ok(())
+    }
+
+    /// Close the last file. The table is staged, not committed: pass it to [`RunRoot::commit`].
+    pub fn finish(mut self) -> Result<StagedTable> {
+        if self.files.is_empty() && self.current.is_none() {
+            // An empty table still gets one file, so readers see its schema.
+            self.current = Some(ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(Self::props()))?);
+        }
+        self.close_file()?;
+        let schema = self.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        Ok(StagedTable {
+            name: self.name.clone(),
+            entry: TableEntry {
+                version: self.version,
+                dir: self.dir.clone(),
+                files: self.files.clone(),
+                rows: self.rows,
+                bytes: self.bytes,
+                content_hash: hex::encode(self.hasher.clone().finalize()),
+                schema,
+                written_by: self.written_by.clone(),
+                committed_at: now_rfc3339(),
+            },
+        })
+    }
+}
+
+/// Seconds since `start`, and a throughput figure for summary lines.
+pub fn elapsed(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64()
+}

@@ -1,0 +1,200 @@
+//! `psla run`: spec validation with line numbers, planning, skipping and resuming.
+
+use std::fs;
+use std::path::Path;
+
+use crate::common::*;
+
+/// A pipeline: ingest the shared balanced set, then two SQL stages downstream of it.
+fn pipeline_text(extra_ingest: &str, class_filter: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "t"
+
+[stage.ingest]
+segments = ["{seg}"]
+classes = "{cls}"
+ontology = "{ont}"
+{extra_ingest}
+
+[stage.per_class]
+kind = "sql"
+query = "SELECT mid, count(*) AS n FROM labels GROUP BY mid"
+reads = ["labels"]
+out = "per_class"
+
+[stage.top]
+kind = "sql"
+query = "SELECT mid, n FROM per_class WHERE n > {class_filter}"
+reads = ["per_class"]
+out = "top"
+"#,
+        seg = audioset("balanced_train_segments.csv"),
+        cls = audioset("class_labels_indices.csv"),
+        ont = audioset("ontology.json"),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn ran(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(" rows in, "))
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_file_line_and_key_and_nothing_runs() {
+    let dir = tempdir();
+    let text = pipeline_text("segmnts = \"typo\"", "100");
+    let spec = write(dir.path(), "t.toml", &text);
+    let root = dir.path().join("root");
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
+    assert!(err.contains(&format!("{}:8:", spec.display())), "should name line 8: {err}");
+    assert!(err.contains("segmnts"), "{err}");
+    assert!(!root.join("manifest.json").exists(), "nothing may run");
+
+    // An unknown stage kind names the stage header's line.
+    let text = pipeline_text("", "100").replace("kind = \"sql\"\nquery = \"SELECT mid, n", "kind = \"sqll\"\nquery = \"SELECT mid, n");
+    let spec = write(dir.path(), "t2.toml", &text);
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
+    assert!(err.contains(":17:") && err.contains("unknown stage kind `sqll`"), "{err}");
+
+    // An unknown top-level key.
+    let spec = write(dir.path(), "t3.toml", &format!("{}\n[stages.x]\n", pipeline_text("", "1")));
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
+    assert!(err.contains("stages") && err.contains(":27:"), "{err}");
+    assert!(!root.join("manifest.json").exists());
+}
+
+#[test]
+fn missing_input_table_and_cycles_are_errors_and_nothing_runs() {
+    let dir = tempdir();
+    let text = pipeline_text("", "100").replace("reads = [\"per_class\"]", "reads = [\"per_klass\"]");
+    let spec = write(dir.path(), "t.toml", &text);
+    let root = dir.path().join("root");
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
+    assert!(err.contains(&format!("{}:22:", spec.display())) && err.contains("per_klass"), "{err}");
+    assert!(!root.join("manifest.json").exists());
+
+    let cycle = r#"
+[stage.a]
+kind = "sql"
+query = "SELECT * FROM b_out"
+reads = ["b_out"]
+out = "a_out"
+
+[stage.b]
+kind = "sql"
+query = "SELECT * FROM a_out"
+reads = ["a_out"]
+out = "b_out"
+"#;
+    let spec = write(dir.path(), "cycle.toml", cycle);
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
+    assert!(err.contains("cycle") && err.contains("`a`") && err.contains("`b`"), "{err}");
+
+    let missing_file = pipeline_text("", "1").replace("balanced_train_segments.csv", "no_such_segments.csv");
+    let spec = write(dir.path(), "m.toml", &missing_file);
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
+    assert!(err.contains(":5:") && err.contains("no_such_segments.csv") && err.contains("does not exist"), "{err}");
+    assert!(!root.join("manifest.json").exists());
+}
+
+#[test]
+fn rerun_skips_unchanged_stages_and_a_changed_parameter_reruns_it_and_downstream_only() {
+    let dir = tempdir();
+    let root = dir.path().join("root");
+    let spec = write(dir.path(), "t.toml", &pipeline_text("", "100"));
+    let first = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root)));
+    assert_eq!(ran(&first), vec!["ingest", "per_class", "top"], "{first}");
+    let top_before = sql_csv(&root, "SELECT * FROM top ORDER BY mid");
+
+    let again = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root)));
+    assert!(ran(&again).is_empty(), "{again}");
+    assert!(again.contains("nothing to do"), "{again}");
+
+    // A parameter of the last stage: only it reruns.
+    write(dir.path(), "t.toml", &pipeline_text("", "1000"));
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root)));
+    assert_eq!(ran(&out), vec!["top"], "{out}");
+    assert!(sql_count(&root, "SELECT count(*) FROM top") < top_before.len() as u64 - 1);
+
+    // The dry run shows the plan and runs nothing.
+    write(dir.path(), "t.toml", &pipeline_text("", "100"));
+    let dry = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root).arg("--dry-run")));
+    assert!(dry.contains("ingest") && dry.contains("up to date") && dry.contains("would run"), "{dry}");
+    assert!(ran(&dry).is_empty());
+
+    // A parameter of the first stage (an audio manifest): it and everything downstream rerun, in order.
+    let manifest = write(dir.path(), "audio.csv", "clip_id,path\n--PJHxphWEs,a.wav\n");
+    let text = pipeline_text(&format!("audio_manifest = \"{}\"", manifest.display()), "100");
+    write(dir.path(), "t.toml", &text);
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root)));
+    // per_class's input (labels) has the same content, so it is up to date; top reruns (its parameter changed back).
+    assert_eq!(ran(&out), vec!["ingest", "top"], "{out}");
+    assert_eq!(sql_csv(&root, "SELECT * FROM top ORDER BY mid"), top_before);
+
+    // An input file's content is part of the fingerprint.
+    write(dir.path(), "audio.csv", "clip_id,path\n--PJHxphWEs,b.wav\n");
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root)));
+    assert_eq!(ran(&out), vec!["ingest"], "{out}");
+
+    // --only, --from, --force.
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--only", "per_class"])));
+    assert!(ran(&out).is_empty(), "{out}");
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--only", "per_class", "--force"])));
+    assert_eq!(ran(&out), vec!["per_class"]);
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--from", "per_class"])));
+    assert_eq!(ran(&out), vec!["per_class", "top"]);
+    let out = stderr(&run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root).arg("--force")));
+    assert_eq!(ran(&out), vec!["ingest", "per_class", "top"]);
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--only", "nope"]));
+    assert!(err.contains("no stage `nope`") && err.contains("per_class"), "{err}");
+}
+
+#[test]
+fn shipped_pipelines_validate() {
+    let dir = tempdir();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
+    let out = stderr(&run_ok(psla().arg("run").arg(&demo).arg("--root").arg(dir.path()).arg("--dry-run")));
+    assert!(out.contains("demo_data") && out.contains("ingest") && out.contains("would run"), "{out}");
+}
+
+#[test]
+fn demo_runs_ingests_the_generated_data_and_a_rerun_does_nothing() {
+    let dir = tempdir();
+    let root = dir.path().join("demo");
+    let first = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
+    assert_eq!(ran(&first), vec!["demo_data", "ingest"], "{first}");
+    // The ingested labels are exactly the observed labels of the hidden truth, on both splits.
+    assert_eq!(
+        sql_count(&root, "SELECT count(*) FROM labels"),
+        sql_count(&root, "SELECT count(*) FROM demo_truth WHERE observed")
+    );
+    assert_eq!(
+        sql_count(
+            &root,
+            "SELECT count(*) FROM labels l FULL OUTER JOIN (SELECT clip_id, mid FROM demo_truth WHERE observed) t \
+             ON l.clip_id = t.clip_id AND l.mid = t.mid WHERE l.mid IS NULL OR t.mid IS NULL"
+        ),
+        0
+    );
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM clips WHERE split = 'train'"), 240);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM clips WHERE split = 'eval'"), 80);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM clips WHERE audio_uri IS NULL"), 0);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM ingest_rejects"), 0);
+    // Both kinds of label noise are present in the train split, none in eval.
+    assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type1'") > 0);
+    assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type2'") > 0);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE split = 'eval' AND NOT observed"), 0);
+
+    let again = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
+    assert!(ran(&again).is_empty() && again.contains("nothing to do"), "{again}");
+}
