@@ -5,7 +5,9 @@
 //! - [`pipeline`]: TOML pipeline specs, planning, the runner.
 //! - [`stages`]: one module per pipeline stage.
 //! - [`sql`]: DataFusion over a run root's tables.
+//! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
 
+pub mod audio;
 pub mod error;
 pub mod pipeline;
 pub mod progress;

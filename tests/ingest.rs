@@ -31,7 +31,7 @@ fn balanced_train_gives_audiosets_counts() {
     assert_eq!(sql_csv(&root, "SELECT is_abstract FROM ontology WHERE id = '/m/0dgw9r'"), vec!["is_abstract", "true"]);
     // The summary line.
     let err = stderr(&out);
-    assert!(err.contains("22160 clips, 52882 labels, 527 classes, 632 ontology entries"), "{err}");
+    assert!(err.contains("22,160 clips, 52,882 labels, 527 classes, 632 ontology entries"), "{err}");
 }
 
 /// A segment CSV with every kind of bad row next to good ones.

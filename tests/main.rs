@@ -3,6 +3,10 @@
 mod common;
 
 mod atomic;
+mod audio_decode;
+mod audio_fbank;
+mod audio_golden;
+mod audio_resample;
 mod cli;
 mod demo_data;
 mod ingest;

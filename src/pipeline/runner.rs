@@ -113,6 +113,9 @@ fn staleness(stage: &PlannedStage, manifest: &Manifest, fp: &str) -> Option<Stri
     if let Some(missing) = stage.writes.iter().find(|t| !manifest.tables.contains_key(*t)) {
         return Some(format!("its output table `{missing}` is missing"));
     }
+    if let Some(dir) = stage.io.output_dirs.iter().find(|d| !crate::stages::local_path(d).exists()) {
+        return Some(format!("its output folder {dir} is missing"));
+    }
     None
 }
 

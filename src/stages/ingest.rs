@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{Stage, StageContext, StageIo, StageKind, StageOutput, params_from};
 use crate::error::{Error, Result};
 use crate::pipeline::spec::Resolver;
+use crate::progress::group;
 
 pub const KIND: StageKind = StageKind {
     name: "ingest",
@@ -407,13 +408,14 @@ pub fn run(params: &IngestParams, ctx: &StageContext) -> Result<StageOutput> {
         ctx.stage_table("labels", labels_schema(), &[labels_batch(&clips)?])?,
         ctx.stage_table("ingest_rejects", rejects_schema(), &[rejects_batch(&rejects)?])?,
     ];
+    let g = |n: usize| group(n as u64);
     let mut detail = format!(
         "{} clips, {} labels, {} classes, {} ontology entries, {} clips without audio",
-        clips.len(),
-        n_labels,
-        classes.len(),
-        ontology.len(),
-        without_audio
+        g(clips.len()),
+        g(n_labels),
+        g(classes.len()),
+        g(ontology.len()),
+        g(without_audio)
     );
     if vocab_not_in_ontology > 0 {
         detail.push_str(&format!(", {vocab_not_in_ontology} vocabulary classes not in the ontology"));
