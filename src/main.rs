@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use psla::error::{Error, Result};
 use psla::pipeline::{self, PipelineSpec, RunOptions};
 use psla::stages::ingest::IngestParams;
+use psla::sql::QueryResult;
 use psla::table::RunRoot;
+use arrow::array::RecordBatch;
 
 /// The embedded demo pipeline (also at pipelines/demo.toml).
 const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
@@ -194,10 +196,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let root = RunRoot::open(&root)?;
             let session = psla::sql::Session::open(&root)?;
-            let batches = session.query_read_only(&sql)?;
+            let result = session.query_read_only(&sql)?;
             match out {
-                Some(path) => write_parquet(&path, &batches)?,
-                None => print_batches(&batches, format)?,
+                Some(path) => write_parquet(&path, &result)?,
+                None => print_result(&result, format)?,
             }
         }
         Command::Tables { root } => {
@@ -217,29 +219,29 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn print_batches(batches: &[arrow::array::RecordBatch], format: Format) -> Result<()> {
+fn print_result(result: &QueryResult, format: Format) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Table => {
-            writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+            let table = if result.batches.is_empty() {
+                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(result.schema.clone())])?
+            } else {
+                arrow::util::pretty::pretty_format_batches(&result.batches)?
+            };
+            writeln!(stdout, "{table}")?;
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut stdout);
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                if let Some(b) = batches.first() {
-                    let names: Vec<_> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
-                    drop(w);
-                    writeln!(stdout, "{}", names.join(","))?;
-                    return Ok(());
-                }
-            }
-            for b in batches {
+            // The header comes from the schema, so an empty result still prints it.
+            let names: Vec<_> = result.schema.fields().iter().map(|f| f.name().clone()).collect();
+            writeln!(stdout, "{}", names.join(","))?;
+            let mut w = arrow::csv::WriterBuilder::new().with_header(false).build(&mut stdout);
+            for b in &result.batches {
                 w.write(b)?;
             }
         }
         Format::Json => {
             let mut w = arrow::json::ArrayWriter::new(&mut stdout);
-            let refs: Vec<_> = batches.iter().collect();
+            let refs: Vec<_> = result.batches.iter().collect();
             w.write_batches(&refs)?;
             w.finish()?;
             drop(w);
@@ -249,21 +251,17 @@ fn print_batches(batches: &[arrow::array::RecordBatch], format: Format) -> Resul
     Ok(())
 }
 
-fn write_parquet(path: &std::path::Path, batches: &[arrow::array::RecordBatch]) -> Result<()> {
-    let Some(first) = batches.first() else {
-        return Err(Error::invalid("the query returned no result set to write"));
-    };
+/// Write a query result to a Parquet file (via a temporary file, so a failed write leaves no half file).
+fn write_parquet(path: &std::path::Path, result: &QueryResult) -> Result<()> {
     let tmp = path.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, first.schema(), None)?;
-    let mut rows = 0;
-    for b in batches {
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, result.schema.clone(), None)?;
+    for b in &result.batches {
         w.write(b)?;
-        rows += b.num_rows();
     }
     w.close()?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file(path, None, e))?;
-    eprintln!("wrote {rows} rows to {}", path.display());
+    eprintln!("wrote {} rows to {}", result.num_rows(), path.display());
     Ok(())
 }
 

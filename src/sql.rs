@@ -18,6 +18,18 @@ use datafusion::sql::parser::DFParser;
 use crate::error::{Error, Result};
 use crate::table::{RunRoot, runtime};
 
+/// The rows of a query, and their schema (known even when there are no rows).
+pub struct QueryResult {
+    pub schema: arrow::datatypes::SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
 /// A DataFusion session with a run root's tables registered.
 pub struct Session {
     ctx: SessionContext,
@@ -71,19 +83,24 @@ impl Session {
 
     /// Run one or more `;`-separated queries; returns the result of the last one. Anything that would
     /// change a table, create one, or touch files is refused before it runs.
-    pub fn query_read_only(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+    pub fn query_read_only(&self, sql: &str) -> Result<QueryResult> {
         let statements = DFParser::parse_sql(sql).map_err(|e| Error::Sql(e.to_string()))?;
         if statements.is_empty() {
             return Err(Error::Sql("no SQL statement given".into()));
         }
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let mut last = Vec::new();
+        let mut last = None;
+        let state = self.ctx.state();
         for statement in statements {
             let text = statement.to_string();
-            let df = runtime().block_on(self.ctx.sql_with_options(&text, options)).map_err(|e| refusal(&text, e))?;
-            last = runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))?;
+            let plan = runtime().block_on(state.statement_to_plan(statement)).map_err(|e| Error::Sql(e.to_string()))?;
+            options.verify_plan(&plan).map_err(|e| refusal(&text, e))?;
+            let df = runtime().block_on(self.ctx.execute_logical_plan(plan)).map_err(|e| Error::Sql(e.to_string()))?;
+            let schema = df.schema().inner().clone();
+            let batches = runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))?;
+            last = Some(QueryResult { schema, batches });
         }
-        Ok(last)
+        Ok(last.expect("at least one statement"))
     }
 
     /// Run a query with every kind of statement allowed: for psla's own `sql/` files only.

@@ -1,7 +1,7 @@
 //! Every reference clip against torchaudio's fbank goldens (exported from
 //! shared/reference/fbank_golden.parquet to goldens/: index.json plus raw little-endian f32).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use psla::audio::decode::{Decoded, decode_file};
 use psla::audio::fbank::{Fbank, FbankConfig};

@@ -69,7 +69,7 @@ fn unknown_key_is_an_error_naming_file_line_and_key_and_nothing_runs() {
     // An unknown top-level key.
     let spec = write(dir.path(), "t3.toml", &format!("{}\n[stages.x]\n", pipeline_text("", "1")));
     let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
-    assert!(err.contains("stages") && err.contains(":27:"), "{err}");
+    assert!(err.contains("stages") && err.contains(":22:"), "{err}");
     assert!(!root.join("manifest.json").exists());
 }
 
@@ -80,7 +80,7 @@ fn missing_input_table_and_cycles_are_errors_and_nothing_runs() {
     let spec = write(dir.path(), "t.toml", &text);
     let root = dir.path().join("root");
     let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root));
-    assert!(err.contains(&format!("{}:22:", spec.display())) && err.contains("per_klass"), "{err}");
+    assert!(err.contains(&format!("{}:19:", spec.display())) && err.contains("per_klass"), "{err}");
     assert!(!root.join("manifest.json").exists());
 
     let cycle = r#"

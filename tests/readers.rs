@@ -16,7 +16,7 @@ for name, t in sorted(m["tables"].items()):
     d = f"{root}/{t['dir']}"
     a = pq.read_table(d)
     p = pl.read_parquet(f"{d}/*.parquet")
-    k = duckdb.sql(f"SELECT count(*) FROM read_parquet('{d}/*.parquet')").fetchone()[0]
+    k = duckdb.sql(f"SELECT count(*) FROM read_parquet('{d}/*.parquet')").fetchall()[0][0]
     out[name] = {"pyarrow": a.num_rows, "polars": p.height, "duckdb": k, "manifest": t["rows"],
                  "columns": a.column_names}
 labels = pl.read_parquet(f"{root}/{m['tables']['labels']['dir']}/*.parquet")

@@ -66,13 +66,9 @@ impl Stage for SqlParams {
             (None, None) => unreachable!("checked when built"),
         };
         let session = crate::sql::Session::open_tables(ctx.root, Some(&self.reads))?;
-        let batches = session.query_read_only(&sql)?;
-        let schema = match batches.first() {
-            Some(b) => b.schema(),
-            None => return Err(Error::Sql("the query returned no result set".into())),
-        };
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let table = ctx.stage_table(&self.out, schema, &batches)?;
+        let result = session.query_read_only(&sql)?;
+        let rows = result.num_rows();
+        let table = ctx.stage_table(&self.out, result.schema.clone(), &result.batches)?;
         Ok(StageOutput { tables: vec![table], rows_in: 0, rows_out: rows as u64, rejects: 0, detail: String::new() })
     }
 }
