@@ -93,7 +93,7 @@ impl Session {
         let state = self.ctx.state();
         for statement in statements {
             let text = statement.to_string();
-            let plan = runtime().block_on(state.statement_to_plan(statement)).map_err(|e| Error::Sql(e.to_string()))?;
+            let plan = runtime().block_on(state.statement_to_plan(statement)).map_err(|e| self.planning_error(e))?;
             options.verify_plan(&plan).map_err(|e| refusal(&text, e))?;
             let df = runtime().block_on(self.ctx.execute_logical_plan(plan)).map_err(|e| Error::Sql(e.to_string()))?;
             let schema = df.schema().inner().clone();
@@ -101,6 +101,16 @@ impl Session {
             last = Some(QueryResult { schema, batches });
         }
         Ok(last.expect("at least one statement"))
+    }
+
+    /// A planning error; an unknown table also lists the tables there are.
+    fn planning_error(&self, e: datafusion::error::DataFusionError) -> Error {
+        let msg = e.to_string();
+        if msg.contains("table '") && msg.contains("not found") {
+            let known = if self.tables.is_empty() { "none: run a stage first".to_string() } else { self.tables.join(", ") };
+            return Error::Sql(format!("{msg}. Tables in this run root: {known}"));
+        }
+        Error::Sql(msg)
     }
 
     /// Run a query with every kind of statement allowed: for psla's own `sql/` files only.
