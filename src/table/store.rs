@@ -15,7 +15,6 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -255,17 +254,6 @@ impl RunRoot {
         Ok(manifest)
     }
 
-    /// Remove a stage's record so that it runs again next time (its tables stay).
-    pub fn forget_stage(&self, id: &str) -> Result<()> {
-        let mut manifest = self.manifest()?;
-        if manifest.stages.remove(id).is_some() {
-            manifest.generation += 1;
-            let json = serde_json::to_vec_pretty(&manifest)?;
-            runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)))?;
-        }
-        Ok(())
-    }
-
     /// Delete every folder of table `name` but `keep` (older versions, leftovers of killed writers).
     fn remove_other_versions(&self, name: &str, keep: &str) -> Result<()> {
         let listing = runtime().block_on(self.store.list_with_delimiter(Some(&self.path(&format!("tables/{name}")))))?;
@@ -437,9 +425,4 @@ impl TableWriter {
             },
         })
     }
-}
-
-/// Seconds since `start`, and a throughput figure for summary lines.
-pub fn elapsed(start: Instant) -> f64 {
-    start.elapsed().as_secs_f64()
 }
