@@ -8,8 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use psla::error::{Error, Result};
 use psla::pipeline::{self, PipelineSpec, RunOptions};
 use psla::stages::ingest::IngestParams;
-use psla::sql::QueryResult;
-use psla::table::RunRoot;
+use psla::table::{RunRoot, TableData};
 use arrow::array::RecordBatch;
 
 /// The embedded demo pipeline (also at pipelines/demo.toml).
@@ -219,7 +218,7 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn print_result(result: &QueryResult, format: Format) -> Result<()> {
+fn print_result(result: &TableData, format: Format) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Table => {
@@ -252,7 +251,7 @@ fn print_result(result: &QueryResult, format: Format) -> Result<()> {
 }
 
 /// Write a query result to a Parquet file (via a temporary file, so a failed write leaves no half file).
-fn write_parquet(path: &std::path::Path, result: &QueryResult) -> Result<()> {
+fn write_parquet(path: &std::path::Path, result: &TableData) -> Result<()> {
     let tmp = path.with_extension("parquet.tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
     let mut w = parquet::arrow::ArrowWriter::try_new(file, result.schema.clone(), None)?;

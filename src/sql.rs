@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::execution::context::{SQLOptions, SessionContext};
@@ -16,19 +15,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::DFParser;
 
 use crate::error::{Error, Result};
-use crate::table::{RunRoot, runtime};
-
-/// The rows of a query, and their schema (known even when there are no rows).
-pub struct QueryResult {
-    pub schema: arrow::datatypes::SchemaRef,
-    pub batches: Vec<RecordBatch>,
-}
-
-impl QueryResult {
-    pub fn num_rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-}
+use crate::table::{RunRoot, TableData, runtime};
 
 /// A DataFusion session with a run root's tables registered.
 pub struct Session {
@@ -83,7 +70,7 @@ impl Session {
 
     /// Run one or more `;`-separated queries; returns the result of the last one. Anything that would
     /// change a table, create one, or touch files is refused before it runs.
-    pub fn query_read_only(&self, sql: &str) -> Result<QueryResult> {
+    pub fn query_read_only(&self, sql: &str) -> Result<TableData> {
         let statements = DFParser::parse_sql(sql).map_err(|e| Error::Sql(e.to_string()))?;
         if statements.is_empty() {
             return Err(Error::Sql("no SQL statement given".into()));
@@ -98,7 +85,7 @@ impl Session {
             let df = runtime().block_on(self.ctx.execute_logical_plan(plan)).map_err(|e| Error::Sql(e.to_string()))?;
             let schema = df.schema().inner().clone();
             let batches = runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))?;
-            last = Some(QueryResult { schema, batches });
+            last = Some(TableData { schema, batches });
         }
         Ok(last.expect("at least one statement"))
     }
@@ -111,12 +98,6 @@ impl Session {
             return Error::Sql(format!("{msg}. Tables in this run root: {known}"));
         }
         Error::Sql(msg)
-    }
-
-    /// Run a query with every kind of statement allowed: for psla's own `sql/` files only.
-    pub fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let df = runtime().block_on(self.ctx.sql(sql)).map_err(|e| Error::Sql(e.to_string()))?;
-        runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))
     }
 }
 
