@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use psla::error::{Error, Result};
 use psla::pipeline::{self, PipelineSpec, RunOptions};
+use psla::stages::features::{Dtype, FeaturesParams};
 use psla::stages::ingest::IngestParams;
 use psla::table::{RunRoot, TableData};
 use arrow::array::RecordBatch;
@@ -92,6 +93,56 @@ enum Command {
         /// Run root to write the tables into.
         #[arg(long, value_name = "ROOT")]
         out: String,
+    },
+
+    /// Decode audio and compute PSLA's 128-bin log-mel filterbank of every clip into Parquet.
+    #[command(
+        long_about = "Decode audio and compute PSLA's 128-bin Kaldi log-mel filterbank of every clip.\n\n\
+                      Each clip is decoded (wav, flac, mp3, ogg/vorbis, ...), resampled to --sample-rate with \
+                      torchaudio's sinc resampler, its mean removed, and its filterbank computed exactly as \
+                      torchaudio.compliance.kaldi.fbank does in PSLA (25 ms Hanning frames every 10 ms). \
+                      A folder INPUT contributes every audio file under it; its clip_id is the path relative to \
+                      the folder, extension included.\n\n\
+                      Clips that cannot be used (unreadable, empty, not audio, corrupt, shorter than one frame, \
+                      NaN samples, truncated) go to the rejects file with the reason; the rest are all kept. \
+                      Work is staged in OUT.partial/ so a killed run resumes there; clips already in an \
+                      existing OUT are kept and not recomputed. In a pipeline, the `features` stage reads the \
+                      clips table instead.",
+        after_help = "Examples:\n  psla features audio/ --out features.parquet\n  \
+                      psla features a.wav b.flac --out f.parquet --native-rate --dtype f16\n  \
+                      psla features audio/ --out part3.parquet --shard 3/8"
+    )]
+    Features {
+        /// Audio folders, files or file:// URLs.
+        #[arg(required = true, value_name = "INPUT")]
+        inputs: Vec<String>,
+        /// The features Parquet file to write.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+        /// Where rejected clips go [default: OUT with `.rejects.parquet`].
+        #[arg(long, value_name = "FILE.parquet")]
+        rejects: Option<PathBuf>,
+        /// Also write feature statistics (per mel bin and overall; PSLA's norm mean/std).
+        #[arg(long, value_name = "FILE.parquet")]
+        stats: Option<PathBuf>,
+        /// Resample every clip to this rate before the filterbank.
+        #[arg(long, default_value_t = 16000, value_name = "HZ")]
+        sample_rate: u32,
+        /// Keep each file's own sample rate (no resampling).
+        #[arg(long, conflicts_with = "sample_rate")]
+        native_rate: bool,
+        /// Worker threads [default: all cores].
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+        /// Process only shard K of N (1 <= K <= N), split by a stable hash of clip_id.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+        /// How to store the filterbank values.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        /// Keep the part of a truncated file that is there (PSLA's loader does) instead of rejecting it.
+        #[arg(long)]
+        keep_truncated: bool,
     },
 
     /// Query a run root's tables with SQL (read-only; DataFusion).
@@ -187,6 +238,12 @@ fn run(cli: Cli) -> Result<()> {
             let opts = RunOptions { force: true, progress, ..Default::default() };
             pipeline::run_spec(&spec, &root, &opts, &mut err)?;
         }
+        Command::Features { inputs, out, rejects, stats, sample_rate, native_rate, threads, shard, dtype, keep_truncated } => {
+            let params = FeaturesParams { inputs, sample_rate, native_rate, dtype, keep_truncated, shard, threads };
+            let rejects = rejects.unwrap_or_else(|| sibling(&out, "rejects"));
+            let line = psla::stages::features::run_to_files(&params, &out, &rejects, stats.as_deref(), progress)?;
+            writeln!(err, "{line}")?;
+        }
         Command::Sql { query, file, root, format, out } => {
             let sql = match (query, file) {
                 (Some(q), _) => q,
@@ -216,6 +273,12 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `dir/x.parquet` -> `dir/x.<what>.parquet`.
+fn sibling(path: &std::path::Path, what: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{stem}.{what}.parquet"))
 }
 
 fn print_result(result: &TableData, format: Format) -> Result<()> {

@@ -11,16 +11,16 @@ use psla::audio::resample::resample;
 /// Cells at or below this golden value (near the log floor) are not compared.
 const FLOOR: f32 = -12.0;
 
-struct Golden {
-    file: String,
-    variant: String,
-    sample_rate: u32,
-    frames: usize,
-    fbank: Vec<f32>,
+pub(crate) struct Golden {
+    pub file: String,
+    pub variant: String,
+    pub sample_rate: u32,
+    pub frames: usize,
+    pub fbank: Vec<f32>,
 }
 
 /// Every row of ../shared/reference/fbank_golden.parquet.
-fn goldens() -> Vec<Golden> {
+pub(crate) fn goldens() -> Vec<Golden> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float32Type, Int64Type};
     let path = crate::common::shared().join("reference/fbank_golden.parquet");
@@ -67,7 +67,7 @@ fn target(g: &Golden) -> Option<u32> {
 }
 
 /// (mean |d|, max |d|, cells compared) over cells where the golden is above FLOOR.
-fn errors(ours: &[f32], golden: &[f32]) -> (f64, f64, usize) {
+pub(crate) fn errors(ours: &[f32], golden: &[f32]) -> (f64, f64, usize) {
     assert_eq!(ours.len(), golden.len());
     let (mut sum, mut max, mut n) = (0.0f64, 0.0f64, 0usize);
     for (&a, &b) in ours.iter().zip(golden) {

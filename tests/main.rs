@@ -9,6 +9,7 @@ mod audio_golden;
 mod audio_resample;
 mod cli;
 mod demo_data;
+mod features;
 mod ingest;
 mod pipeline;
 mod readers;

@@ -168,11 +168,11 @@ fn shipped_pipelines_validate() {
 }
 
 #[test]
-fn demo_runs_ingests_the_generated_data_and_a_rerun_does_nothing() {
+fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing() {
     let dir = tempdir();
     let root = dir.path().join("demo");
     let first = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
-    assert_eq!(ran(&first), vec!["demo_data", "ingest"], "{first}");
+    assert_eq!(ran(&first), vec!["demo_data", "ingest", "features"], "{first}");
     // The ingested labels are exactly the observed labels of the hidden truth, on both splits.
     assert_eq!(
         sql_count(&root, "SELECT count(*) FROM labels"),
@@ -190,6 +190,11 @@ fn demo_runs_ingests_the_generated_data_and_a_rerun_does_nothing() {
     assert_eq!(sql_count(&root, "SELECT count(*) FROM clips WHERE split = 'eval'"), 80);
     assert_eq!(sql_count(&root, "SELECT count(*) FROM clips WHERE audio_uri IS NULL"), 0);
     assert_eq!(sql_count(&root, "SELECT count(*) FROM ingest_rejects"), 0);
+    // Every clip has features: 2 s at 16 kHz is 198 frames.
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM features WHERE frames = 198"), 320);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM features_rejects"), 0);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM features f JOIN clips c USING (clip_id, audio_uri)"), 320);
+    assert_eq!(sql_count(&root, "SELECT count FROM feature_stats WHERE mel_bin IS NULL"), 320 * 198 * 128);
     // Both kinds of label noise are present in the train split, none in eval.
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type1'") > 0);
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type2'") > 0);

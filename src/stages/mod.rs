@@ -10,6 +10,7 @@ use crate::pipeline::spec::Resolver;
 use crate::table::{RunRoot, StagedTable, TableData, TableWriter};
 
 pub mod demo_data;
+pub mod features;
 pub mod ingest;
 pub mod sql_stage;
 
@@ -98,7 +99,7 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, sql_stage::KIND]
+    &[demo_data::KIND, ingest::KIND, features::KIND, sql_stage::KIND]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {

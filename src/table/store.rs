@@ -11,6 +11,13 @@
 //! 3. Folders of older versions are removed after the commit. A process killed at any moment leaves at
 //!    worst an uncommitted `v<N>` folder, which the next writer of that table clears before writing.
 //!
+//! ## Resuming a long write
+//! A writer opened with [`RunRoot::table_writer_resumable`] records each Parquet file it completes in
+//! `v<N>/_progress.json` (written after the file, in one put). When the process is killed, the next
+//! resumable writer of that table keeps the recorded files, drops anything else in the folder, and
+//! tells its caller which files are already there, so a stage (features) redoes only the rows of the
+//! file that was open. The journal is removed when the writer finishes.
+//!
 //! Local folders and object-store URLs go through the same code (object_store).
 
 use std::path::PathBuf;
@@ -33,6 +40,8 @@ use super::manifest::{Manifest, StageRecord, TableEntry};
 use crate::error::{Error, Result};
 
 const MANIFEST: &str = "manifest.json";
+/// The journal of a resumable writer, inside its version folder.
+const JOURNAL: &str = "_progress.json";
 /// A Parquet file is closed and a new one started once this many bytes are buffered.
 const TARGET_FILE_BYTES: usize = 64 << 20;
 /// Rows per row group: small enough for readers to stream, large enough to compress well.
@@ -186,23 +195,85 @@ impl RunRoot {
 
     /// Start writing a new version of `name`. Clears leftovers of an interrupted earlier attempt.
     pub fn table_writer(&self, name: &str, schema: SchemaRef, written_by: &str) -> Result<TableWriter> {
+        let mut w = self.new_writer(name, schema, written_by)?;
+        self.delete_prefix(&w.dir)?;
+        w.resumable = false;
+        Ok(w)
+    }
+
+    /// Start or resume writing a new version of `name` (see the module docs). Returns the writer and
+    /// the files an interrupted earlier attempt completed (relative to the root), which the writer
+    /// keeps: the caller must not write their rows again. A journal written for another schema is
+    /// discarded with its files.
+    pub fn table_writer_resumable(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        written_by: &str,
+    ) -> Result<(TableWriter, Vec<String>)> {
+        let mut w = self.new_writer(name, schema, written_by)?;
+        let journal_path = format!("{}/{JOURNAL}", w.dir);
+        let journal: Option<Journal> = match self.read_bytes(&journal_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            Err(Error::ObjectStore(object_store::Error::NotFound { .. })) => None,
+            Err(e) => return Err(e),
+        };
+        let journal = journal.filter(|j| j.schema == schema_strings(&w.schema));
+        let Some(journal) = journal else {
+            self.delete_prefix(&w.dir)?;
+            return Ok((w, Vec::new()));
+        };
+        // Drop files written after the last journal update.
+        let listed: Vec<_> = runtime().block_on(self.store.list(Some(&self.path(&w.dir))).try_collect::<Vec<_>>())?;
+        for meta in listed {
+            let rel = self.rel(&meta.location);
+            if rel != journal_path && !journal.files.iter().any(|f| f.path == rel) {
+                runtime().block_on(self.store.delete(&meta.location))?;
+            }
+        }
+        for f in &journal.files {
+            w.rows += f.rows;
+            w.bytes += f.bytes;
+            w.files.push(f.path.clone());
+            w.file_hashes.push(f.sha256.clone());
+        }
+        w.journal = journal.files;
+        let files = w.files.clone();
+        Ok((w, files))
+    }
+
+    fn new_writer(&self, name: &str, schema: SchemaRef, written_by: &str) -> Result<TableWriter> {
         validate_table_name(name)?;
         let version = self.manifest()?.tables.get(name).map_or(1, |t| t.version + 1);
-        let dir = format!("tables/{name}/v{version:06}");
-        self.delete_prefix(&dir)?;
         Ok(TableWriter {
             root: self.clone(),
             name: name.to_string(),
             written_by: written_by.to_string(),
             version,
-            dir,
+            dir: format!("tables/{name}/v{version:06}"),
             schema,
             current: None,
             files: Vec::new(),
+            file_hashes: Vec::new(),
+            journal: Vec::new(),
+            resumable: true,
             rows: 0,
             bytes: 0,
-            hasher: Sha256::new(),
         })
+    }
+
+    /// Record batches of one Parquet file of the run root (relative path), read whole.
+    pub fn read_parquet_file(&self, rel: &str) -> Result<Vec<RecordBatch>> {
+        let bytes = self.read_bytes(rel)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| Error::file(rel, None, e))?
+            .build()?;
+        Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// A store path turned back into a path relative to the root.
+    fn rel(&self, path: &StorePath) -> String {
+        path.as_ref().strip_prefix(self.prefix.as_ref()).unwrap_or(path.as_ref()).trim_start_matches('/').to_string()
     }
 
     /// Write a whole table from batches (convenience over [`RunRoot::table_writer`]). Not committed yet.
@@ -260,8 +331,7 @@ impl RunRoot {
         let keep = self.path(keep);
         for dir in listing.common_prefixes {
             if dir != keep {
-                let rel = dir.as_ref().strip_prefix(self.prefix.as_ref()).unwrap_or(dir.as_ref()).trim_start_matches('/');
-                self.delete_prefix(rel)?;
+                self.delete_prefix(&self.rel(&dir))?;
             }
         }
         Ok(())
@@ -354,9 +424,32 @@ pub struct TableWriter {
     schema: SchemaRef,
     current: Option<ArrowWriter<Vec<u8>>>,
     files: Vec<String>,
+    /// sha256 of each file of `files`.
+    file_hashes: Vec<String>,
+    /// What the journal records (resumable writers only).
+    journal: Vec<JournalFile>,
+    resumable: bool,
     rows: u64,
     bytes: u64,
-    hasher: Sha256,
+}
+
+/// `v<N>/_progress.json`: the files a resumable writer has completed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Journal {
+    schema: Vec<String>,
+    files: Vec<JournalFile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct JournalFile {
+    path: String,
+    rows: u64,
+    bytes: u64,
+    sha256: String,
+}
+
+fn schema_strings(schema: &SchemaRef) -> Vec<String> {
+    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
 }
 
 impl TableWriter {
@@ -393,23 +486,53 @@ impl TableWriter {
     fn close_file(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
             let bytes = w.into_inner()?;
-            self.hasher.update(&bytes);
-            self.bytes += bytes.len() as u64;
+            let sha = hex::encode(Sha256::digest(&bytes));
+            let len = bytes.len() as u64;
             let rel = format!("{}/part-{:05}.parquet", self.dir, self.files.len());
             self.root.write_bytes(&rel, bytes)?;
-            self.files.push(rel);
+            self.bytes += len;
+            self.files.push(rel.clone());
+            self.file_hashes.push(sha.clone());
+            if self.resumable {
+                let rows = self.rows - self.journal.iter().map(|f| f.rows).sum::<u64>();
+                self.journal.push(JournalFile { path: rel, rows, bytes: len, sha256: sha });
+                let journal = Journal { schema: schema_strings(&self.schema), files: self.journal.clone() };
+                self.root.write_bytes(&format!("{}/{JOURNAL}", self.dir), serde_json::to_vec_pretty(&journal)?)?;
+            }
         }
         Ok(())
     }
 
+    /// Complete the open file now (a resumable writer records it in its journal), so that a killed
+    /// process does not redo its rows. Files also complete by themselves at 64 MB.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.close_file()
+    }
+
+    /// Rows written so far (including those of files resumed from a journal).
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
     /// Close the last file. The table is staged, not committed: pass it to [`RunRoot::commit`].
+    /// The content hash is the sha256 of the files' sha256s, in order.
     pub fn finish(mut self) -> Result<StagedTable> {
         if self.files.is_empty() && self.current.is_none() {
             // An empty table still gets one file, so readers see its schema.
             self.current = Some(ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(Self::props()))?);
         }
         self.close_file()?;
-        let schema = self.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        if self.resumable {
+            let journal = self.root.path(&format!("{}/{JOURNAL}", self.dir));
+            match runtime().block_on(self.root.store.delete(&journal)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut hasher = Sha256::new();
+        for h in &self.file_hashes {
+            hasher.update(h.as_bytes());
+        }
         Ok(StagedTable {
             name: self.name.clone(),
             entry: TableEntry {
@@ -418,8 +541,8 @@ impl TableWriter {
                 files: self.files.clone(),
                 rows: self.rows,
                 bytes: self.bytes,
-                content_hash: hex::encode(self.hasher.clone().finalize()),
-                schema,
+                content_hash: hex::encode(hasher.finalize()),
+                schema: schema_strings(&self.schema),
                 written_by: self.written_by.clone(),
                 committed_at: now_rfc3339(),
             },

@@ -1,0 +1,46 @@
+-- merge.sql -- PSLA label enhancement, final step (merge_type_1_2.py): the full enhanced label set.
+--
+-- The original labels plus the labels added by the enabled rules, one row per
+-- distinct (clip_id, mid). With type1 only, type2 only, or both enabled, the set
+-- of (clip_id, mid) equals PSLA's type1, type2 and type1_2 label sets; with
+-- neither it is the original labels.
+--
+-- Inputs:
+--   labels       (clip_id Utf8, mid Utf8)   original labels
+--   added_type1  output of type1.sql (clip_id, mid, ...)
+--   added_type2  output of type2.sql (clip_id, mid, ...)
+--   Both added_* tables must be registered even when their rule is disabled
+--   (an empty table with the same columns will do); a disabled rule's rows are ignored.
+-- Placeholders (substituted as text):
+--   ${enable_type1}  TRUE | FALSE
+--   ${enable_type2}  TRUE | FALSE
+-- Output: clip_id Utf8, mid Utf8,
+--   origin Utf8: 'original' | 'type1' | 'type2' | 'type1,type2' (added by both rules),
+--   ordered by clip_id, mid.
+WITH original AS (
+    SELECT DISTINCT clip_id, mid FROM labels
+),
+added AS (
+    SELECT clip_id, mid, 1 AS by_type1, 0 AS by_type2 FROM added_type1 WHERE ${enable_type1}
+    UNION ALL
+    SELECT clip_id, mid, 0 AS by_type1, 1 AS by_type2 FROM added_type2 WHERE ${enable_type2}
+),
+added_per_label AS (
+    SELECT a.clip_id, a.mid, MAX(a.by_type1) AS by_type1, MAX(a.by_type2) AS by_type2
+    FROM added AS a
+    WHERE NOT EXISTS (   -- defensive: the rules never add an original label
+        SELECT 1 FROM original AS o WHERE o.clip_id = a.clip_id AND o.mid = a.mid
+    )
+    GROUP BY a.clip_id, a.mid
+)
+SELECT clip_id, mid, origin
+FROM (
+    SELECT clip_id, mid, 'original' AS origin FROM original
+    UNION ALL
+    SELECT clip_id, mid,
+           CASE WHEN by_type1 = 1 AND by_type2 = 1 THEN 'type1,type2'
+                WHEN by_type1 = 1 THEN 'type1'
+                ELSE 'type2' END AS origin
+    FROM added_per_label
+) AS enhanced
+ORDER BY clip_id, mid
