@@ -9,6 +9,7 @@ use psla::error::{Error, Result};
 use psla::pipeline::{self, PipelineSpec, RunOptions};
 use psla::stages::features::{Dtype, FeaturesParams};
 use psla::stages::ingest::IngestParams;
+use psla::stages::label::{LabelParams, ThresholdKind};
 use psla::table::{RunRoot, TableData};
 use arrow::array::RecordBatch;
 
@@ -145,6 +146,48 @@ enum Command {
         keep_truncated: bool,
     },
 
+    /// PSLA label enhancement: add missing child (Type I) and ancestor (Type II) labels a teacher supports.
+    #[command(
+        long_about = "PSLA label enhancement with a teacher's scores, as the SQL in sql/label/ (DataFusion).\n\n\
+                      Per class, a threshold is taken from the teacher's scores on the clips originally labeled \
+                      with it (mean, median or a percentile). Type I adds a child class of an original, \
+                      non-abstract label; Type II adds an ancestor of an original label; each only where the \
+                      teacher's score is above the class threshold. Additions never trigger more additions. \
+                      The result equals PSLA's own scripts label for label.\n\n\
+                      Writes OUT (every label with origin, via_mid, score, threshold), OUT.thresholds.parquet \
+                      and OUT.changes.parquet (per class: what each rule added). Missing, duplicate or invalid \
+                      teacher scores are an error with examples; nothing is guessed.",
+        after_help = "Example:\n  psla label --labels labels.parquet --teacher scores.parquet \\\n    \
+                      --ontology ontology.json --classes class_labels_indices.csv \\\n    \
+                      --threshold p25 --rules type1,type2 --out enhanced.parquet"
+    )]
+    Label {
+        /// Original labels: Parquet with columns clip_id, mid.
+        #[arg(long, value_name = "FILE.parquet")]
+        labels: PathBuf,
+        /// Teacher scores: Parquet with columns clip_id, mid, score (every labeled clip x every class).
+        #[arg(long, value_name = "FILE.parquet")]
+        teacher: PathBuf,
+        /// AudioSet's ontology.json.
+        #[arg(long, value_name = "JSON")]
+        ontology: String,
+        /// The class vocabulary, class_labels_indices.csv (index,mid,display_name).
+        #[arg(long, value_name = "CSV")]
+        classes: String,
+        /// How each class's threshold is computed from the teacher's scores on its labeled clips.
+        #[arg(long, value_enum, default_value = "mean")]
+        threshold: ThresholdKind,
+        /// Which rules to apply: type1, type2 or type1,type2.
+        #[arg(long, default_value = "type1,type2")]
+        rules: String,
+        /// Classes with fewer labeled clips get no threshold and no additions (1 = PSLA).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        min_support: u64,
+        /// The enhanced labels to write.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+    },
+
     /// Query a run root's tables with SQL (read-only; DataFusion).
     #[command(
         long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
@@ -243,6 +286,22 @@ fn run(cli: Cli) -> Result<()> {
             let rejects = rejects.unwrap_or_else(|| sibling(&out, "rejects"));
             let line = psla::stages::features::run_to_files(&params, &out, &rejects, stats.as_deref(), progress)?;
             writeln!(err, "{line}")?;
+        }
+        Command::Label { labels, teacher, ontology, classes, threshold, rules, min_support, out } => {
+            let started = std::time::Instant::now();
+            let params = LabelParams { threshold, rules, min_support, splits: None };
+            params.rules().map_err(Error::invalid)?;
+            let mut session = psla::sql::Session::empty();
+            session.register_parquet("labels", &labels)?;
+            session.register_parquet("teacher_scores", &teacher)?;
+            for (name, data) in psla::stages::ingest::vocabulary_tables(&classes, &ontology)? {
+                session.register_batches(name, &data)?;
+            }
+            let result = psla::stages::label::enhance(&mut session, &params)?;
+            write_parquet(&out, &result.enhanced)?;
+            write_parquet(&sibling(&out, "thresholds"), &result.thresholds)?;
+            write_parquet(&sibling(&out, "changes"), &result.changes)?;
+            writeln!(err, "label: {} in {:.2} s", result.summary(&params), started.elapsed().as_secs_f64())?;
         }
         Command::Sql { query, file, root, format, out } => {
             let sql = match (query, file) {

@@ -29,10 +29,29 @@ impl Session {
         Self::open_tables(root, None)
     }
 
+    /// A session with no tables (register them with [`Session::register_parquet`] and
+    /// [`Session::register_batches`]).
+    pub fn empty() -> Self {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        // Strings come back as Utf8 (as every psla table stores them), not as Utf8View.
+        config.options_mut().optimizer.expand_views_at_output = true;
+        Session { ctx: SessionContext::new_with_config(config), tables: Vec::new() }
+    }
+
     /// Register only `only` (all tables when None): a stage sees the tables it declares and no others.
     pub fn open_tables(root: &RunRoot, only: Option<&[String]>) -> Result<Self> {
-        let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let names: Vec<(String, String)> = match only {
+            Some(only) => only.iter().map(|t| (t.clone(), t.clone())).collect(),
+            None => root.manifest()?.tables.keys().map(|t| (t.clone(), t.clone())).collect(),
+        };
+        Self::open_mapped(root, &names)
+    }
+
+    /// Register run-root tables under other names: `(sql_name, table)` pairs. A stage whose SQL says
+    /// `teacher_scores` reads whatever table the pipeline maps there.
+    pub fn open_mapped(root: &RunRoot, names: &[(String, String)]) -> Result<Self> {
+        let mut session = Self::empty();
+        let ctx = session.ctx.clone();
         let manifest = root.manifest()?;
         if root.local_dir().is_none() {
             let url = root.url();
@@ -40,24 +59,41 @@ impl Session {
                 .map_err(|e| Error::invalid(format!("{url}: {e}")))?;
             ctx.register_object_store(&base, root.object_store());
         }
-        let mut tables = Vec::new();
-        if let Some(only) = only {
-            if let Some(missing) = only.iter().find(|t| !manifest.tables.contains_key(*t)) {
-                return Err(root.table_entry(missing).expect_err("the table is missing"));
-            }
-        }
-        for (name, entry) in &manifest.tables {
-            if only.is_some_and(|o| !o.contains(name)) {
-                continue;
-            }
+        for (sql_name, table) in names {
+            let entry = manifest.tables.get(table).ok_or_else(|| root.table_entry(table).expect_err("the table is missing"))?;
             let dir = root.url_of(&format!("{}/", entry.dir));
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
             runtime()
-                .block_on(ctx.register_listing_table(name, dir.as_str(), options, None, None))
-                .map_err(|e| Error::table(name, format!("cannot register for SQL: {e}")))?;
-            tables.push(name.clone());
+                .block_on(ctx.register_listing_table(sql_name, dir.as_str(), options, None, None))
+                .map_err(|e| Error::table(table, format!("cannot register for SQL: {e}")))?;
+            session.tables.push(sql_name.clone());
         }
-        Ok(Session { ctx, tables })
+        Ok(session)
+    }
+
+    /// Register a Parquet file (or a folder of them) under `name`.
+    pub fn register_parquet(&mut self, name: &str, path: &std::path::Path) -> Result<()> {
+        if !path.exists() {
+            return Err(Error::file(path, None, "no such file"));
+        }
+        let abs = std::path::absolute(path).map_err(|e| Error::file(path, None, e))?;
+        let options = datafusion::prelude::ParquetReadOptions::default();
+        runtime()
+            .block_on(self.ctx.register_parquet(name, abs.to_string_lossy().as_ref(), options))
+            .map_err(|e| Error::file(path, None, format!("cannot read as Parquet: {e}")))?;
+        self.tables.push(name.to_string());
+        Ok(())
+    }
+
+    /// Register in-memory batches under `name` (replacing a table of that name).
+    pub fn register_batches(&mut self, name: &str, data: &TableData) -> Result<()> {
+        let table = datafusion::datasource::MemTable::try_new(data.schema.clone(), vec![data.batches.clone()])?;
+        self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, Arc::new(table))?;
+        if !self.tables.iter().any(|t| t == name) {
+            self.tables.push(name.to_string());
+        }
+        Ok(())
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -85,6 +121,8 @@ impl Session {
             let df = runtime().block_on(self.ctx.execute_logical_plan(plan)).map_err(|e| Error::Sql(e.to_string()))?;
             let schema = df.schema().inner().clone();
             let batches = runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))?;
+            // The batches' schema is the one to keep: the plan's may differ in nullability.
+            let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
             last = Some(TableData { schema, batches });
         }
         Ok(last.expect("at least one statement"))

@@ -11,6 +11,7 @@ mod cli;
 mod demo_data;
 mod features;
 mod ingest;
+mod label;
 mod pipeline;
 mod readers;
 mod sql;

@@ -172,7 +172,7 @@ fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing(
     let dir = tempdir();
     let root = dir.path().join("demo");
     let first = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
-    assert_eq!(ran(&first), vec!["demo_data", "ingest", "features"], "{first}");
+    assert_eq!(ran(&first), vec!["demo_data", "ingest", "features", "label"], "{first}");
     // The ingested labels are exactly the observed labels of the hidden truth, on both splits.
     assert_eq!(
         sql_count(&root, "SELECT count(*) FROM labels"),
@@ -195,6 +195,22 @@ fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing(
     assert_eq!(sql_count(&root, "SELECT count(*) FROM features_rejects"), 0);
     assert_eq!(sql_count(&root, "SELECT count(*) FROM features f JOIN clips c USING (clip_id, audio_uri)"), 320);
     assert_eq!(sql_count(&root, "SELECT count FROM feature_stats WHERE mel_bin IS NULL"), 320 * 198 * 128);
+    // Label enhancement touches the train split only, keeps every original label, and what it adds is
+    // mostly the hidden truth (the simulated teacher knows it, imperfectly).
+    assert_eq!(
+        sql_count(&root, "SELECT count(*) FROM labels_enhanced e JOIN clips c USING (clip_id) WHERE c.split <> 'train'"),
+        0
+    );
+    assert_eq!(
+        sql_count(&root, "SELECT count(*) FROM labels_enhanced WHERE origin = 'original'"),
+        sql_count(&root, "SELECT count(*) FROM labels l JOIN clips c USING (clip_id) WHERE c.split = 'train'")
+    );
+    let added = sql_count(&root, "SELECT count(*) FROM labels_enhanced WHERE origin <> 'original'");
+    let true_added = sql_count(
+        &root,
+        "SELECT count(*) FROM labels_enhanced e JOIN demo_truth t USING (clip_id, mid) WHERE e.origin <> 'original'",
+    );
+    assert!(added > 50 && true_added * 10 >= added * 9, "{true_added} of {added} added labels are true");
     // Both kinds of label noise are present in the train split, none in eval.
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type1'") > 0);
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type2'") > 0);

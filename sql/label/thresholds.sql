@@ -26,8 +26,9 @@
 --   ${percentile}   numeric literal p, 0 <= p <= 100, as in np.percentile(x, p): 25, 10, 5, ...
 --                   Only read when kind = percentile, but must always be a valid number (e.g. 50).
 --   ${min_support}  integer >= 1; 1 reproduces PSLA.
+--   ${threshold_kind}  the user-facing name written in the kind column: mean | median | p25 | p10 | p5.
 --   PSLA's kinds: mean -> kind=mean; median -> kind=median; 25 / 10 / 5 -> kind=percentile, p=25 / 10 / 5.
--- Output: mid Utf8, threshold Float64, support Int64 (labeled clips of the class), ordered by mid.
+-- Output: mid Utf8, kind Utf8, threshold Float64, support Int64 (labeled clips of the class), ordered by mid.
 WITH labeled AS (
     -- one row per distinct original (clip, class) label, with the teacher's score
     SELECT l.mid, CAST(s.score AS DOUBLE) AS x
@@ -80,6 +81,7 @@ picked AS (
     GROUP BY p.mid
 )
 SELECT p.mid,
+       '${threshold_kind}' AS kind,
        CASE '${kind}'
            WHEN 'mean' THEN p.total / CAST(p.n AS DOUBLE)
            WHEN 'median' THEN (k.a + k.b) / CAST(2 AS DOUBLE)

@@ -960,7 +960,11 @@ impl super::Stage for DemoDataStage {
     }
 
     fn io(&self) -> super::StageIo {
-        super::StageIo { writes: super::names(&["demo_truth"]), output_dirs: vec![self.out.clone()], ..Default::default() }
+        super::StageIo {
+            writes: super::names(&["demo_truth", "demo_teacher"]),
+            output_dirs: vec![self.out.clone()],
+            ..Default::default()
+        }
     }
 
     fn params_json(&self) -> serde_json::Value {
@@ -970,9 +974,10 @@ impl super::Stage for DemoDataStage {
     fn run(&self, ctx: &super::StageContext) -> Result<super::StageOutput> {
         let data = generate(&self.params, &super::local_path(&self.out))?;
         let table = ctx.stage_table("demo_truth", truth_schema(), &[truth_batch(&data.truth)?])?;
+        let teacher = ctx.stage_table("demo_teacher", teacher_schema(), &[teacher_batch(&data, self.params.seed)?])?;
         let observed = data.truth.iter().filter(|t| t.observed).count();
         Ok(super::StageOutput {
-            tables: vec![table],
+            tables: vec![table, teacher],
             rows_in: 0,
             rows_out: data.truth.len() as u64,
             rejects: 0,
@@ -987,6 +992,58 @@ impl super::Stage for DemoDataStage {
             ),
         })
     }
+}
+
+/// `demo_teacher`: (clip_id, mid, score Float32) for every clip and every vocabulary class.
+pub fn teacher_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("clip_id", DataType::Utf8, false),
+        Field::new("mid", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
+/// A simulated teacher, standing in for a trained model's scores until the demo trains one: it
+/// knows the hidden truth but is imperfect. A true label scores `1 - 0.6 u^2` (mostly high, from 0.4),
+/// a false one `0.5 u^5` (mostly near 0, up to 0.5), with `u` uniform; 2% of all scores are instead
+/// uniform noise. Drawn from its own stream of `seed`, so the rest of the data does not change.
+pub fn teacher_batch(data: &DemoData, seed: u64) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{Float32Array, StringArray};
+    let truth: std::collections::HashSet<(&str, &str)> =
+        data.truth.iter().map(|t| (t.clip_id.as_str(), t.mid.as_str())).collect();
+    let mut clips: Vec<&str> = Vec::new();
+    for t in &data.truth {
+        if clips.last() != Some(&t.clip_id.as_str()) {
+            clips.push(&t.clip_id);
+        }
+    }
+    let vocab: Vec<&str> = data.classes.iter().filter(|c| !c.is_abstract).map(|c| c.mid.as_str()).collect();
+    let mut rng = stream_rng(seed, 0x7eac_4e12);
+    let (mut ids, mut mids, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+    for clip in &clips {
+        for mid in &vocab {
+            let u: f64 = rng.random();
+            let score = if rng.random::<f64>() < 0.02 {
+                rng.random::<f64>()
+            } else if truth.contains(&(clip, mid)) {
+                1.0 - 0.6 * u * u
+            } else {
+                0.5 * u.powi(5)
+            };
+            ids.push(*clip);
+            mids.push(*mid);
+            scores.push(score as f32);
+        }
+    }
+    Ok(arrow::array::RecordBatch::try_new(
+        teacher_schema(),
+        vec![
+            std::sync::Arc::new(StringArray::from(ids)),
+            std::sync::Arc::new(StringArray::from(mids)),
+            std::sync::Arc::new(Float32Array::from(scores)),
+        ],
+    )?)
 }
 
 pub fn truth_schema() -> arrow::datatypes::SchemaRef {

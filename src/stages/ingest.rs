@@ -516,6 +516,21 @@ fn list_of(values: &[Vec<String>]) -> ArrayRef {
 }
 
 /// PSLA's abstract test, literally: `restrictions == ["abstract"]`.
+/// The `classes`, `ontology` and `ontology_edges` tables straight from a vocabulary CSV and an
+/// ontology JSON, for commands that take those files rather than a run root (`psla label`).
+pub fn vocabulary_tables(classes_csv: &str, ontology_json: &str) -> Result<Vec<(&'static str, crate::table::TableData)>> {
+    let classes = parse_classes(classes_csv)?;
+    let ontology = parse_ontology(ontology_json)?;
+    let vocabulary: HashMap<&str, &Class> = classes.iter().map(|c| (c.mid.as_str(), c)).collect();
+    let ids: HashSet<&str> = ontology.iter().map(|e| e.id.as_str()).collect();
+    let data = |schema: SchemaRef, batch: RecordBatch| crate::table::TableData { schema, batches: vec![batch] };
+    Ok(vec![
+        ("classes", data(classes_schema(), classes_batch(&classes)?)),
+        ("ontology", data(ontology_schema(), ontology_batch(&ontology, &vocabulary)?)),
+        ("ontology_edges", data(edges_schema(), edges_batch(&ontology, &ids)?)),
+    ])
+}
+
 pub fn is_abstract(restrictions: &[String]) -> bool {
     restrictions.len() == 1 && restrictions[0] == "abstract"
 }

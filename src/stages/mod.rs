@@ -12,6 +12,7 @@ use crate::table::{RunRoot, StagedTable, TableData, TableWriter};
 pub mod demo_data;
 pub mod features;
 pub mod ingest;
+pub mod label;
 pub mod sql_stage;
 
 /// What a configured stage reads and writes: the edges of the pipeline graph.
@@ -99,7 +100,7 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, features::KIND, sql_stage::KIND]
+    &[demo_data::KIND, ingest::KIND, features::KIND, label::KIND, sql_stage::KIND]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {

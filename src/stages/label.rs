@@ -1,0 +1,375 @@
+//! `label`: PSLA's label enhancement, as the SQL in `sql/label/` run by DataFusion.
+//!
+//! AudioSet labels miss children of labeled parents (Type I) and ancestors of labeled children
+//! (Type II). With a teacher's scores, a per-class threshold (mean, median or a percentile of the
+//! teacher's scores on the clips labeled with the class) decides which missing labels to add. The
+//! rules are SQL files, embedded in the binary; this module only registers tables, binds the
+//! placeholders, checks the inputs and writes the results:
+//!
+//! | step | file | result |
+//! |---|---|---|
+//! | input checks | `checks.sql`, `check_examples.sql` | refuse missing, duplicate or invalid scores |
+//! | thresholds | `thresholds.sql` | `label_thresholds` |
+//! | Type I | `type1.sql` | added children, with the parent that caused each |
+//! | Type II | `type2.sql` | added ancestors, with the descendant that caused each |
+//! | merge | `merge.sql` | `labels_enhanced`: the full label set with provenance |
+//! | summary | `changes.sql` | `label_changes`: per class, what each rule added |
+//!
+//! The result equals the output of PSLA's own scripts label for label (tests/label.rs).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Stage, StageContext, StageIo, StageKind, StageOutput, params_from};
+use crate::error::{Error, Result};
+use crate::progress::group;
+use crate::sql::Session;
+use crate::table::TableData;
+
+pub const KIND: StageKind = StageKind {
+    name: "label",
+    about: "PSLA label enhancement (Type I / Type II with teacher thresholds) as SQL -> labels_enhanced",
+    build: |value, _resolver| {
+        let p: LabelParams = params_from(value)?;
+        p.rules()?;
+        Ok(Box::new(p))
+    },
+};
+
+/// The SQL of the stage, embedded from `sql/label/`.
+pub mod sql {
+    pub const CHECKS: &str = include_str!("../../sql/label/checks.sql");
+    pub const CHECK_EXAMPLES: &str = include_str!("../../sql/label/check_examples.sql");
+    pub const THRESHOLDS: &str = include_str!("../../sql/label/thresholds.sql");
+    pub const TYPE1: &str = include_str!("../../sql/label/type1.sql");
+    pub const TYPE2: &str = include_str!("../../sql/label/type2.sql");
+    pub const MERGE: &str = include_str!("../../sql/label/merge.sql");
+    pub const CHANGES: &str = include_str!("../../sql/label/changes.sql");
+    pub const SPLIT_LABELS: &str = include_str!("../../sql/label/split_labels.sql");
+}
+
+/// How a class's threshold is computed from the teacher's scores on the clips labeled with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdKind {
+    Mean,
+    Median,
+    /// 25th percentile (numpy's linear interpolation).
+    P25,
+    /// 10th percentile.
+    P10,
+    /// 5th percentile.
+    P5,
+}
+
+impl ThresholdKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThresholdKind::Mean => "mean",
+            ThresholdKind::Median => "median",
+            ThresholdKind::P25 => "p25",
+            ThresholdKind::P10 => "p10",
+            ThresholdKind::P5 => "p5",
+        }
+    }
+
+    /// (`${kind}`, `${percentile}`) of thresholds.sql.
+    fn sql_binding(self) -> (&'static str, &'static str) {
+        match self {
+            ThresholdKind::Mean => ("mean", "50"),
+            ThresholdKind::Median => ("median", "50"),
+            ThresholdKind::P25 => ("percentile", "25"),
+            ThresholdKind::P10 => ("percentile", "10"),
+            ThresholdKind::P5 => ("percentile", "5"),
+        }
+    }
+}
+
+/// Parameters of `label` (the `[stage.<id>]` keys and `psla label` flags).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelParams {
+    pub threshold: ThresholdKind,
+    /// `type1`, `type2` or `type1,type2`.
+    #[serde(default = "default_rules")]
+    pub rules: String,
+    /// Classes with fewer labeled clips get no threshold (so nothing is added to them); 1 is PSLA.
+    #[serde(default = "default_min_support")]
+    pub min_support: u64,
+    /// Enhance only the labels of clips of these splits (the `clips` table's `split`), e.g.
+    /// `["balanced_train"]`: PSLA never touches evaluation labels. Absent: every label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Vec<String>>,
+}
+
+fn default_rules() -> String {
+    "type1,type2".into()
+}
+
+fn default_min_support() -> u64 {
+    1
+}
+
+impl LabelParams {
+    /// (type1, type2) enabled, from `rules`.
+    pub fn rules(&self) -> std::result::Result<(bool, bool), String> {
+        let (mut t1, mut t2) = (false, false);
+        for r in self.rules.split(',').map(str::trim) {
+            match r {
+                "type1" => t1 = true,
+                "type2" => t2 = true,
+                other => return Err(format!("unknown rule `{other}` in rules `{}`: use type1, type2 or type1,type2", self.rules)),
+            }
+        }
+        if self.splits.as_ref().is_some_and(|s| s.is_empty() || s.iter().any(|x| x.contains('\''))) {
+            return Err("splits must be a non-empty list of split names (without quotes)".into());
+        }
+        if self.min_support == 0 {
+            return Err("min_support must be at least 1".into());
+        }
+        Ok((t1, t2))
+    }
+}
+
+impl Stage for LabelParams {
+    fn kind(&self) -> &'static str {
+        "label"
+    }
+
+    fn io(&self) -> StageIo {
+        StageIo {
+            reads: if self.splits.is_some() {
+                super::names(&["labels", "predictions", "classes", "ontology", "ontology_edges", "clips"])
+            } else {
+                super::names(&["labels", "predictions", "classes", "ontology", "ontology_edges"])
+            },
+            writes: super::names(&["labels_enhanced", "label_thresholds", "label_changes"]),
+            ..Default::default()
+        }
+    }
+
+    fn params_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("params serialize")
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutput> {
+        // The SQL names the teacher's table `teacher_scores`; the pipeline's is `predictions`.
+        let mut names = vec![
+            ("teacher_scores", "predictions"),
+            ("classes", "classes"),
+            ("ontology", "ontology"),
+            ("ontology_edges", "ontology_edges"),
+        ];
+        if self.splits.is_some() {
+            names.extend([("all_labels", "labels"), ("clips", "clips")]);
+        } else {
+            names.push(("labels", "labels"));
+        }
+        let names: Vec<(String, String)> =
+            names.iter().map(|(sql, logical)| (sql.to_string(), ctx.table_name(logical))).collect();
+        let mut session = Session::open_mapped(ctx.root, &names)?;
+        if let Some(splits) = &self.splits {
+            let list: Vec<String> = splits.iter().map(|s| format!("'{s}'")).collect();
+            let labels = session.query_read_only(&bind(sql::SPLIT_LABELS, &[("splits", &list.join(", "))])?)?;
+            session.register_batches("labels", &labels)?;
+        }
+        let result = enhance(&mut session, self)?;
+        let tables = vec![
+            ctx.stage_table("labels_enhanced", result.enhanced.schema.clone(), &result.enhanced.batches)?,
+            ctx.stage_table("label_thresholds", result.thresholds.schema.clone(), &result.thresholds.batches)?,
+            ctx.stage_table("label_changes", result.changes.schema.clone(), &result.changes.batches)?,
+        ];
+        Ok(StageOutput {
+            tables,
+            rows_in: result.checks.original_labels,
+            rows_out: result.enhanced.num_rows() as u64,
+            rejects: 0,
+            detail: result.summary(self),
+        })
+    }
+}
+
+/// The counts of checks.sql.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    pub labeled_clips: u64,
+    pub original_labels: u64,
+    pub vocabulary: u64,
+    pub scores: u64,
+    pub clips_without_scores: u64,
+    pub clips_with_wrong_scores: u64,
+    pub invalid_scores: u64,
+    pub labels_outside_vocabulary: u64,
+    pub classes_without_labels: u64,
+}
+
+/// What [`enhance`] produced.
+pub struct Enhanced {
+    pub thresholds: TableData,
+    pub enhanced: TableData,
+    pub changes: TableData,
+    pub checks: Checks,
+    pub added_type1: u64,
+    pub added_type2: u64,
+}
+
+impl Enhanced {
+    /// "52,882 original labels + 13,663 added (type1 4,821, type2 9,639) = 66,545; ..."
+    pub fn summary(&self, params: &LabelParams) -> String {
+        let total = self.enhanced.num_rows() as u64;
+        let added = total.saturating_sub(self.checks.original_labels);
+        let mut s = format!(
+            "{} threshold, rules {}: {} original labels + {} added (by type1 {}, by type2 {}) = {} labels on {} clips",
+            params.threshold.name(),
+            params.rules,
+            group(self.checks.original_labels),
+            group(added),
+            group(self.added_type1),
+            group(self.added_type2),
+            group(total),
+            group(self.checks.labeled_clips),
+        );
+        let no_threshold = self.checks.vocabulary - self.thresholds.num_rows() as u64;
+        if no_threshold > 0 {
+            s.push_str(&format!(
+                "; {} classes have no threshold (fewer than {} labeled clips), nothing added to them",
+                group(no_threshold),
+                params.min_support
+            ));
+        }
+        if self.checks.labels_outside_vocabulary > 0 {
+            s.push_str(&format!(
+                "; {} original labels are not vocabulary classes (kept, never scored)",
+                group(self.checks.labels_outside_vocabulary)
+            ));
+        }
+        s
+    }
+}
+
+/// Replace every `${name}` of `sql` by its value; an unbound placeholder is an error.
+pub fn bind(sql: &str, values: &[(&str, &str)]) -> Result<String> {
+    let mut out = sql.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("${{{name}}}"), value);
+    }
+    // Comments may mention placeholders; only code lines must be fully bound.
+    let code: String = out.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    if let Some(start) = code.find("${") {
+        let name: String = code[start + 2..].chars().take_while(|c| *c != '}').collect();
+        return Err(Error::Sql(format!("placeholder ${{{name}}} has no value")));
+    }
+    Ok(out)
+}
+
+/// Run label enhancement in a session where `labels`, `teacher_scores`, `classes`, `ontology` and
+/// `ontology_edges` are registered. Registers the intermediate results (`thresholds`,
+/// `added_type1`, `added_type2`, `labels_enhanced`, `label_thresholds`) in the session too.
+pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> {
+    let (type1, type2) = params.rules().map_err(Error::invalid)?;
+    let checks = check_inputs(session)?;
+
+    let (kind, percentile) = params.threshold.sql_binding();
+    let min_support = params.min_support.to_string();
+    let thresholds = session.query_read_only(&bind(
+        sql::THRESHOLDS,
+        &[("kind", kind), ("percentile", percentile), ("min_support", &min_support), ("threshold_kind", params.threshold.name())],
+    )?)?;
+    session.register_batches("thresholds", &thresholds)?;
+    session.register_batches("label_thresholds", &thresholds)?;
+
+    // A disabled rule is not computed: an empty table with the other rule's columns stands in.
+    let (added1, added2) = match (type1, type2) {
+        (true, true) => (session.query_read_only(sql::TYPE1)?, session.query_read_only(sql::TYPE2)?),
+        (true, false) => {
+            let a = session.query_read_only(sql::TYPE1)?;
+            let empty = TableData { schema: a.schema.clone(), batches: vec![] };
+            (a, empty)
+        }
+        _ => {
+            let b = session.query_read_only(sql::TYPE2)?;
+            (TableData { schema: b.schema.clone(), batches: vec![] }, b)
+        }
+    };
+    session.register_batches("added_type1", &added1)?;
+    session.register_batches("added_type2", &added2)?;
+    let flag = |b: bool| if b { "TRUE" } else { "FALSE" };
+    let enhanced = session.query_read_only(&bind(
+        sql::MERGE,
+        &[("enable_type1", flag(type1)), ("enable_type2", flag(type2)), ("threshold_kind", params.threshold.name())],
+    )?)?;
+    session.register_batches("labels_enhanced", &enhanced)?;
+    let changes = session.query_read_only(sql::CHANGES)?;
+    Ok(Enhanced {
+        thresholds,
+        enhanced,
+        changes,
+        checks,
+        added_type1: if type1 { added1.num_rows() as u64 } else { 0 },
+        added_type2: if type2 { added2.num_rows() as u64 } else { 0 },
+    })
+}
+
+/// Run checks.sql; an error for missing, duplicate or invalid teacher scores, with examples.
+fn check_inputs(session: &Session) -> Result<Checks> {
+    let row = session.query_read_only(sql::CHECKS)?;
+    let get = |name: &str| -> Result<u64> {
+        use arrow::array::AsArray;
+        let b = row.batches.first().ok_or_else(|| Error::Sql("checks.sql returned no row".into()))?;
+        let col = b.column_by_name(name).ok_or_else(|| Error::Sql(format!("checks.sql has no column {name}")))?;
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Int64)?;
+        Ok(col.as_primitive::<arrow::datatypes::Int64Type>().value(0) as u64)
+    };
+    let c = Checks {
+        labeled_clips: get("labeled_clips")?,
+        original_labels: get("original_labels")?,
+        vocabulary: get("vocabulary")?,
+        scores: get("scores")?,
+        clips_without_scores: get("clips_without_scores")?,
+        clips_with_wrong_scores: get("clips_with_wrong_scores")?,
+        invalid_scores: get("invalid_scores")?,
+        labels_outside_vocabulary: get("labels_outside_vocabulary")?,
+        classes_without_labels: get("classes_without_labels")?,
+    };
+    if c.labeled_clips == 0 {
+        return Err(Error::invalid("the labels table is empty: there is nothing to enhance"));
+    }
+    let mut problems = Vec::new();
+    if c.clips_without_scores > 0 {
+        problems.push(format!(
+            "{} of the {} labeled clips have no teacher score at all",
+            group(c.clips_without_scores),
+            group(c.labeled_clips)
+        ));
+    }
+    if c.clips_with_wrong_scores > 0 {
+        problems.push(format!(
+            "{} labeled clips are not scored exactly once for each of the {} vocabulary classes (classes missing or \
+             duplicated)",
+            group(c.clips_with_wrong_scores),
+            group(c.vocabulary)
+        ));
+    }
+    if c.invalid_scores > 0 {
+        problems.push(format!("{} teacher scores are null, NaN or outside [0, 1]", group(c.invalid_scores)));
+    }
+    if problems.is_empty() {
+        return Ok(c);
+    }
+    let examples = session.query_read_only(sql::CHECK_EXAMPLES)?;
+    let mut lines = Vec::new();
+    for b in &examples.batches {
+        use arrow::array::AsArray;
+        let utf8 = |i: usize| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8);
+        let (p, id, mid) = (utf8(0)?, utf8(1)?, utf8(2)?);
+        let (p, id, mid) = (p.as_string::<i32>(), id.as_string::<i32>(), mid.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            lines.push(format!("  {}: clip {} class {}", p.value(i), id.value(i), mid.value(i)));
+        }
+    }
+    Err(Error::invalid(format!(
+        "the teacher's scores cannot be used: {}. Examples:\n{}\nScore every labeled clip for every vocabulary class once, \
+         with probabilities in [0, 1].",
+        problems.join("; "),
+        lines.join("\n")
+    )))
+}
