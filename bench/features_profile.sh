@@ -35,9 +35,8 @@ WALL=$(awk -v d=$(( (t1 - t0) / 1000 )) 'BEGIN {printf "%.3f", d / 1e6}')
 
 perf report -i "$WORK/perf.data" --children --sort symbol -g none --percent-limit 0 2>/dev/null \
   | grep -v '^#' > "$WORK/report"
-TOTAL_SAMPLES=$(perf report -i "$WORK/perf.data" --stdio --sort comm 2>/dev/null | sed -n 's/^# Samples: \([0-9]*\).*/\1/p' | head -1)
 # share SYMBOL: the inclusive ("children") percentage of the first symbol matching exactly.
-share() { awk -v s="$1" '{ sym = $0; sub(/^ *[0-9.]+% +[0-9.]+% +\[[.k]\] /, "", sym); sub(/ +$/, "", sym)
+share() { awk -v s="$1" '{ sym = $0; sub(/^ *[0-9.]+% +[0-9.]+% +\[[.k]\] /, "", sym); sub(/  .*/, "", sym)
                            if (sym == s) { sub(/%/, "", $1); print $1; exit } }' "$WORK/report"; }
 row() {
   local pct
@@ -47,7 +46,7 @@ row() {
 }
 
 echo
-echo "psla features, $N clips, --threads $THREADS: wall $WALL s under perf ($TOTAL_SAMPLES samples)"
+echo "psla features, $N clips, --threads $THREADS: wall $WALL s under perf"
 echo "  share of CPU samples (inclusive), and that share of wall x threads per clip:"
 row "decode + resample + fbank (featurise)"               "psla::stages::features::featurise"
 row "  of which fbank (psla_fbank)"                       "psla::audio::psla_fbank"

@@ -188,6 +188,41 @@ enum Command {
         out: PathBuf,
     },
 
+    /// PSLA balanced-sampling weights, and seeded epoch draws with what each class received.
+    #[command(
+        long_about = "PSLA's balanced-sampling weights: label_weight[c] = 1000 / (clips with c + 0.01), a clip's \
+                      weight the sum over its labels (PSLA's gen_weight_file.py).\n\n\
+                      With --draws N, also draws N epochs of as many clips as there are, with replacement, \
+                      by weight (PyTorch's WeightedRandomSampler, PSLA's full-set recipe) or uniformly \
+                      (--uniform, its balanced-set recipe), reproducibly from --seed, and writes per class \
+                      and epoch how many draws carried it against the expected share.",
+        after_help = "Example:\n  psla sample --labels labels.parquet --classes class_labels_indices.csv --out weights.parquet \\\n    \
+                      --draws 5 --seed 1 --draws-out draws.parquet   # also writes draws.exposure.parquet"
+    )]
+    Sample {
+        /// Labels: Parquet with columns clip_id, mid (original or enhanced).
+        #[arg(long, value_name = "FILE.parquet")]
+        labels: PathBuf,
+        /// The class vocabulary, class_labels_indices.csv.
+        #[arg(long, value_name = "CSV")]
+        classes: String,
+        /// The weights to write (clip_id, weight, n_labels).
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+        /// Epochs of draws to write to --draws-out.
+        #[arg(long, value_name = "EPOCHS", requires = "draws_out")]
+        draws: Option<u32>,
+        /// Seed of the draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Draw uniformly instead of by weight.
+        #[arg(long)]
+        uniform: bool,
+        /// Where the draws go (epoch, position, clip_id); the exposure goes beside it.
+        #[arg(long, value_name = "FILE.parquet", requires = "draws")]
+        draws_out: Option<PathBuf>,
+    },
+
     /// Query a run root's tables with SQL (read-only; DataFusion).
     #[command(
         long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
@@ -302,6 +337,11 @@ fn run(cli: Cli) -> Result<()> {
             write_parquet(&sibling(&out, "thresholds"), &result.thresholds)?;
             write_parquet(&sibling(&out, "changes"), &result.changes)?;
             writeln!(err, "label: {} in {:.2} s", result.summary(&params), started.elapsed().as_secs_f64())?;
+        }
+        Command::Sample { labels, classes, out, draws, seed, uniform, draws_out } => {
+            let params = psla::stages::sample::SampleParams { epochs: draws.unwrap_or(0), seed, uniform, splits: None };
+            let line = psla::stages::sample::run_to_files(&params, &labels, &classes, &out, draws_out.as_deref())?;
+            writeln!(err, "{line}")?;
         }
         Command::Sql { query, file, root, format, out } => {
             let sql = match (query, file) {

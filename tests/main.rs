@@ -14,4 +14,5 @@ mod ingest;
 mod label;
 mod pipeline;
 mod readers;
+mod sample;
 mod sql;

@@ -516,6 +516,11 @@ fn list_of(values: &[Vec<String>]) -> ArrayRef {
 }
 
 /// PSLA's abstract test, literally: `restrictions == ["abstract"]`.
+/// The mids of a `class_labels_indices.csv`, in index order.
+pub fn read_vocabulary(classes_csv: &str) -> Result<Vec<String>> {
+    Ok(parse_classes(classes_csv)?.into_iter().map(|c| c.mid).collect())
+}
+
 /// The `classes`, `ontology` and `ontology_edges` tables straight from a vocabulary CSV and an
 /// ontology JSON, for commands that take those files rather than a run root (`psla label`).
 pub fn vocabulary_tables(classes_csv: &str, ontology_json: &str) -> Result<Vec<(&'static str, crate::table::TableData)>> {

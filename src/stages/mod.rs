@@ -13,6 +13,7 @@ pub mod demo_data;
 pub mod features;
 pub mod ingest;
 pub mod label;
+pub mod sample;
 pub mod sql_stage;
 
 /// What a configured stage reads and writes: the edges of the pipeline graph.
@@ -100,7 +101,7 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, features::KIND, label::KIND, sql_stage::KIND]
+    &[demo_data::KIND, ingest::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {

@@ -401,6 +401,29 @@ impl RunRoot {
     }
 }
 
+/// Read a whole local Parquet file (outside any run root), e.g. a `--labels` input.
+pub fn read_parquet_path(path: &std::path::Path) -> Result<TableData> {
+    let file = std::fs::File::open(path).map_err(|e| Error::file(path, None, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::file(path, None, format!("not a readable Parquet file: {e}")))?;
+    let schema = builder.schema().clone();
+    let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(TableData { schema, batches })
+}
+
+/// Write a local Parquet file (zstd) through `<path>.tmp` and a rename: a killed write leaves no half file.
+pub fn write_parquet_path(path: &std::path::Path, data: &TableData) -> Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
+    let mut w = ArrowWriter::try_new(file, data.schema.clone(), Some(TableWriter::props()))?;
+    for b in &data.batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, None, e))?;
+    Ok(())
+}
+
 fn validate_table_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
