@@ -3,11 +3,14 @@
 # calls it. Run from anywhere:  bench/features.sh [N_CLIPS]   (default 1000)
 #
 #  1. torchaudio, one thread: soundfile decode + waveform.mean() removal + kaldi.fbank, timed in
-#     process (no interpreter start), median of PSLA_BENCH_REPEAT passes over the N clips;
-#  2. `psla features DIR --out F --threads T` for T in PSLA_BENCH_THREADS: wall time of the whole
-#     process (start, listing, decode, fbank, Parquet written twice: staging then final file),
-#     median of PSLA_BENCH_REPEAT runs; psla's own summary line is parsed too;
+#     process (no interpreter start or imports), over the N clips;
+#  2. `psla features DIR --out F --threads 1`: wall time of the whole process (start, listing,
+#     decode, fbank, Parquet written twice: staging then final file); psla's own summary line is
+#     parsed too. 1 and 2 alternate, PSLA_BENCH_REPEAT times each, medians reported, so that a
+#     change in machine load hits both alike;
 #  3. the ratio psla(1 thread) / torchaudio(1 thread) against the 5x target;
+#  3b. psla at the other thread counts of PSLA_BENCH_THREADS (median of PSLA_BENCH_REPEAT runs);
+#     also psla on a single clip, which is its fixed start-up cost;
 #  4. peak RSS (`/usr/bin/time -v`, else getrusage) of psla over PSLA_BENCH_BIG clips (default
 #     10,000), at 1 thread and at all cores.
 #
@@ -32,7 +35,8 @@ ROOT=$PWD
 
 N=${1:-1000}
 REPEAT=${PSLA_BENCH_REPEAT:-3}
-THREADS_LIST=${PSLA_BENCH_THREADS:-1 2 4}
+# the thread counts measured: 1 always (the ratio needs it), then PSLA_BENCH_THREADS
+THREADS_LIST=$(printf '%s\n' 1 ${PSLA_BENCH_THREADS:-1 2 4} | awk '!seen[$0]++' | tr '\n' ' ')
 BIG=${PSLA_BENCH_BIG:-10000}
 PSLA=${PSLA_BIN:-$ROOT/target/release/psla}
 CACHE_DIR="${PSLA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/psla}"   # as ./dev computes it
@@ -155,23 +159,31 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$result.err" "$@
   echo "$(( (t1 - t0) / 1000 )) $rss" | awk '{printf "%.4f %d\n", $1 / 1e6, $2}' >> "$result"
 }
 
-# run_psla NAME DIR THREADS RUNS: psla features over DIR; sets WALL (median s), RSS (max kB),
-# SUMMARY_S (psla's own seconds, median) and SUMMARY (its last line).
-run_psla() {
-  local name=$1 dir=$2 threads=$3 runs=$4 res="$OUT_DIR/$1.runs"
-  rm -f "$res" "$res".*
-  for _ in $(seq "$runs"); do
-    rm -rf "$OUT_DIR/$name.parquet" "$OUT_DIR/$name.parquet.partial" "$OUT_DIR/$name.rejects.parquet"
-    measure "$res" "$PSLA" features "$dir" --out "$OUT_DIR/$name.parquet" --threads "$threads"
-    SUMMARY=$(grep '^features:' "$res.err" | tail -1)
-    [ -n "$SUMMARY" ] || { cat "$res.err" >&2; die "psla features printed no summary"; }
-    grep -q ' 0 rejects' <<<"$SUMMARY" || die "psla rejected clips: $SUMMARY"
-    sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' <<<"$SUMMARY" >> "$res.summary"
-    [ "${PSLA_BENCH_KEEP_OUT:-0}" = 1 ] || rm -rf "$OUT_DIR/$name.parquet" "$OUT_DIR/$name.rejects.parquet"
-  done
+# psla_once NAME DIR THREADS: one run of psla features over DIR, its wall time and peak RSS appended
+# to $OUT_DIR/NAME.runs, its own seconds to NAME.runs.summary; sets SUMMARY (its summary line).
+psla_once() {
+  local name=$1 dir=$2 threads=$3 res="$OUT_DIR/$1.runs"
+  rm -rf "$OUT_DIR/$name.parquet" "$OUT_DIR/$name.parquet.partial" "$OUT_DIR/$name.rejects.parquet"
+  measure "$res" "$PSLA" features "$dir" --out "$OUT_DIR/$name.parquet" --threads "$threads"
+  SUMMARY=$(grep '^features:' "$res.err" | tail -1)
+  [ -n "$SUMMARY" ] || { cat "$res.err" >&2; die "psla features printed no summary"; }
+  grep -q ' 0 rejects' <<<"$SUMMARY" || die "psla rejected clips: $SUMMARY"
+  sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' <<<"$SUMMARY" >> "$res.summary"
+  [ "${PSLA_BENCH_KEEP_OUT:-0}" = 1 ] || rm -rf "$OUT_DIR/$name.parquet" "$OUT_DIR/$name.rejects.parquet"
+}
+# psla_result NAME: WALL (median s), RSS (max kB), SUMMARY_S (psla's own seconds, median) of its runs.
+psla_result() {
+  local res="$OUT_DIR/$1.runs"
   WALL=$(cut -d' ' -f1 "$res" | median)
   RSS=$(cut -d' ' -f2 "$res" | sort -n | tail -1)
   SUMMARY_S=$(median < "$res.summary")
+}
+psla_reset() { rm -f "$OUT_DIR/$1.runs" "$OUT_DIR/$1.runs".*; }
+# run_psla NAME DIR THREADS RUNS: RUNS runs, then psla_result.
+run_psla() {
+  psla_reset "$1"
+  for _ in $(seq "$4"); do psla_once "$1" "$2" "$3"; done
+  psla_result "$1"
 }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.1f", n / s}'; }
 ms() { awk -v n="$1" -v s="$2" 'BEGIN {printf "%.2f", 1000 * s / n}'; }
@@ -179,22 +191,34 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}'; }
 
 log "machine: $CORES cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load $LOAD_BEFORE"
 
-log "torchaudio: $N clips, 1 thread, median of $REPEAT passes"
-TA_LINE=$("$PY" "$ROOT/bench/torchaudio_fbank.py" "$CLIPS" --repeat "$REPEAT" --threads 1)
-echo "  $TA_LINE" >&2
-TA_S=$(sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$TA_LINE")
-TA_RATE=$(rate "$N" "$TA_S")
-
 log "psla: start-up (1 clip)"
 run_psla start "$CLIPS/clip_00000.wav" 1 "$REPEAT"
 START_WALL=$WALL
 
+# torchaudio and psla --threads 1 alternate, so that a change in machine load hits both alike.
+log "torchaudio and psla --threads 1, alternately: $N clips, $REPEAT runs each"
+psla_reset t1
+: > "$OUT_DIR/torchaudio.runs"
+for _ in $(seq "$REPEAT"); do
+  TA_LINE=$("$PY" "$ROOT/bench/torchaudio_fbank.py" "$CLIPS" --threads 1)
+  echo "  torchaudio: $TA_LINE" >&2
+  sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$TA_LINE" >> "$OUT_DIR/torchaudio.runs"
+  psla_once t1 "$CLIPS" 1
+  echo "  psla: $SUMMARY (wall $(tail -1 "$OUT_DIR/t1.runs" | cut -d' ' -f1) s)" >&2
+done
+TA_S=$(median < "$OUT_DIR/torchaudio.runs")
+TA_RATE=$(rate "$N" "$TA_S")
+
 declare -A P_WALL P_SUM P_RSS
 for t in $THREADS_LIST; do
-  log "psla: $N clips, --threads $t, median of $REPEAT runs"
-  run_psla "t$t" "$CLIPS" "$t" "$REPEAT"
+  if [ "$t" = 1 ]; then
+    psla_result t1
+  else
+    log "psla: $N clips, --threads $t, median of $REPEAT runs"
+    run_psla "t$t" "$CLIPS" "$t" "$REPEAT"
+    echo "  $SUMMARY (wall $WALL s)" >&2
+  fi
   P_WALL[$t]=$WALL; P_SUM[$t]=$SUMMARY_S; P_RSS[$t]=$RSS
-  echo "  $SUMMARY (wall $WALL s)" >&2
 done
 
 declare -A B_WALL B_RSS
@@ -211,9 +235,8 @@ fi
 BUSY_AFTER=$(busy)
 
 # ---------------------------------------------------------------- report
-P1_RATE=$(rate "$N" "${P_WALL[1]:-nan}")
-RATIO=$(awk -v p="$P1_RATE" -v t="$TA_RATE" 'BEGIN {printf "%.2f", p / t}')
-RATIO_SUM=$(awk -v n="$N" -v s="${P_SUM[1]:-nan}" -v t="$TA_RATE" 'BEGIN {printf "%.2f", n / s / t}')
+RATIO=$(awk -v p="${P_WALL[1]}" -v t="$TA_S" 'BEGIN {printf "%.2f", t / p}')
+RATIO_SUM=$(awk -v p="${P_SUM[1]}" -v t="$TA_S" 'BEGIN {printf "%.2f", t / p}')
 MET=$(awk -v r="$RATIO" 'BEGIN {print (r >= 5) ? "MET" : "NOT MET"}')
 
 echo
@@ -221,8 +244,8 @@ echo "features benchmark: $N clips of 10 s, 16 kHz, 16-bit mono wav; $CORES core
 echo "load before: $LOAD_BEFORE; compiler processes running: ${BUSY_BEFORE:-0} before, ${BUSY_AFTER:-0} after"
 echo
 printf '%-44s %10s %10s %12s\n' "run" "clips/s" "ms/clip" "peak RSS"
-printf '%-44s %10s %10s %12s\n' "torchaudio kaldi.fbank, 1 thread (in-process)" "$TA_RATE" "$(ms "$N" "$TA_S")" "-"
-printf '%-44s %10s %10s %12s\n' "psla start-up only (1 clip), wall" "-" "$(awk -v s="$START_WALL" 'BEGIN {printf "%.0f", 1000 * s}')" "-"
+printf '%-44s %10s %10s %12s\n' "torchaudio kaldi.fbank, 1 thread, in-process" "$TA_RATE" "$(ms "$N" "$TA_S")" "-"
+printf '%-44s %10s %10s %12s\n' "psla on 1 clip (start-up + 1 clip), wall" "-" "$(awk -v s="$START_WALL" 'BEGIN {printf "%.0f", 1000 * s}')" "-"
 for t in $THREADS_LIST; do
   note=""; [ "$t" -le "$CORES" ] || note=" (> $CORES cores)"
   printf '%-44s %10s %10s %9s MiB\n' "psla --threads $t, process wall$note" "$(rate "$N" "${P_WALL[$t]}")" "$(ms "$N" "${P_WALL[$t]}")" "$(mib "${P_RSS[$t]}")"

@@ -223,6 +223,34 @@ enum Command {
         draws_out: Option<PathBuf>,
     },
 
+    /// A balanced subset (at least K clips per class) split into train/val by iterative stratification.
+    #[command(
+        long_about = "Build a balanced subset of a large labeled set, the way AudioSet's balanced set was built: \
+                      classes from the rarest up, each topped up to --min-per-class clips drawn at random (seeded) \
+                      among those carrying it; classes with fewer clips get all of theirs. The subset is then split \
+                      into train and validation by iterative stratification (Sechidis et al. 2011), which keeps \
+                      every label's share in both parts close to --val-fraction. Writes (clip_id, split)."
+    )]
+    Subset {
+        /// Labels: Parquet with columns clip_id, mid.
+        #[arg(long, value_name = "FILE.parquet")]
+        labels: PathBuf,
+        /// The class vocabulary, class_labels_indices.csv.
+        #[arg(long, value_name = "CSV")]
+        classes: String,
+        /// Clips per class to reach where the class has them.
+        #[arg(long, default_value_t = 60, value_name = "K")]
+        min_per_class: usize,
+        /// Fraction of the subset for validation.
+        #[arg(long, default_value_t = 0.1, value_name = "F")]
+        val_fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The subset to write (clip_id, split = train | val).
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+    },
+
     /// Query a run root's tables with SQL (read-only; DataFusion).
     #[command(
         long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
@@ -341,6 +369,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample { labels, classes, out, draws, seed, uniform, draws_out } => {
             let params = psla::stages::sample::SampleParams { epochs: draws.unwrap_or(0), seed, uniform, splits: None };
             let line = psla::stages::sample::run_to_files(&params, &labels, &classes, &out, draws_out.as_deref())?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Subset { labels, classes, min_per_class, val_fraction, seed, out } => {
+            let line = psla::stages::sample::subset_to_file(&labels, &classes, min_per_class, val_fraction, seed, &out)?;
             writeln!(err, "{line}")?;
         }
         Command::Sql { query, file, root, format, out } => {

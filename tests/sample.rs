@@ -178,3 +178,50 @@ fn the_cli_writes_weights_draws_and_exposure() {
     assert_eq!(read(&draws).iter().map(|b| b.num_rows()).sum::<usize>(), 2 * 22_160);
     assert_eq!(read(&dir.path().join("d.exposure.parquet")).iter().map(|b| b.num_rows()).sum::<usize>(), 2 * 527);
 }
+
+#[test]
+fn a_balanced_subset_has_k_clips_per_class_and_its_split_keeps_label_shares() {
+    use psla::stages::subset::{LabelSets, balanced_subset, stratified_split};
+    let dir = shared().join("reference/label_stage");
+    let (mut c, mut m) = (Vec::new(), Vec::new());
+    for b in read(&dir.join("labels.parquet")) {
+        c.extend(col(&b, "clip_id"));
+        m.extend(col(&b, "mid"));
+    }
+    let sets = LabelSets::new(&c, &m, &vocabulary()).unwrap();
+    let counts = sets.counts();
+    for k in [20, 60] {
+        let chosen = balanced_subset(&sets, k, 1);
+        assert_eq!(chosen, balanced_subset(&sets, k, 1), "deterministic by seed");
+        let mut have = vec![0usize; counts.len()];
+        for &i in &chosen {
+            for &l in &sets.labels[i] {
+                have[l] += 1;
+            }
+        }
+        for (l, (&n, &h)) in counts.iter().zip(&have).enumerate() {
+            assert!(h >= n.min(k), "k={k}: class {} has {h} of {n} clips in the subset", sets.vocabulary[l]);
+        }
+        assert!(chosen.len() < sets.clips.len() || k == 60);
+
+        let val = stratified_split(&sets, &chosen, 0.1, 1);
+        let n_val = val.iter().filter(|&&v| v).count();
+        assert!((n_val as f64 / chosen.len() as f64 - 0.1).abs() <= 0.01, "{n_val} of {}", chosen.len());
+        // Each label's validation count against 10% of its clips. Iterative stratification keeps most
+        // labels within 2% + 2 clips; a rare label that mostly co-occurs with Speech or Music can drift
+        // further. Bound: at least 98% of labels within 0.02 n + 2, every label within 0.5 n + 2.
+        let mut per = vec![(0usize, 0usize); counts.len()];
+        for (&i, &v) in chosen.iter().zip(&val) {
+            for &l in &sets.labels[i] {
+                per[l].0 += 1;
+                per[l].1 += usize::from(v);
+            }
+        }
+        let present: Vec<_> = per.iter().filter(|p| p.0 > 0).collect();
+        let within = present.iter().filter(|(n, v)| (*v as f64 - 0.1 * *n as f64).abs() <= 0.02 * *n as f64 + 2.0).count();
+        assert!(within as f64 >= 0.98 * present.len() as f64, "k={k}: {within} of {} labels within the bound", present.len());
+        for (n, v) in present {
+            assert!((*v as f64 - 0.1 * *n as f64).abs() <= 0.5 * *n as f64 + 2.0, "k={k}: {v} of {n} in val");
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod features;
 pub mod ingest;
 pub mod label;
 pub mod sample;
+pub mod subset;
 pub mod sql_stage;
 
 /// What a configured stage reads and writes: the edges of the pipeline graph.

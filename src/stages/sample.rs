@@ -161,6 +161,61 @@ pub fn run_to_files(
     Ok(format!("sample: {} in {:.2} s -> {}", result.summary(params), started.elapsed().as_secs_f64(), out.display()))
 }
 
+/// What `psla subset` does: a balanced subset with at least `min_per_class` clips per class where
+/// available, split into train and validation by iterative stratification; writes (clip_id, split).
+pub fn subset_to_file(
+    labels: &std::path::Path,
+    classes_csv: &str,
+    min_per_class: usize,
+    val_fraction: f64,
+    seed: u64,
+    out: &std::path::Path,
+) -> Result<String> {
+    use super::subset::{LabelSets, balanced_subset, stratified_split};
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(Error::invalid(format!("--val-fraction {val_fraction}: must be in [0, 1)")));
+    }
+    let started = std::time::Instant::now();
+    let data = crate::table::store::read_parquet_path(labels)?;
+    let (clip_ids, mids) = string_columns(&data, &["clip_id", "mid"], &labels.display().to_string())?;
+    let vocabulary = super::ingest::read_vocabulary(classes_csv)?;
+    let sets = LabelSets::new(&clip_ids, &mids, &vocabulary)?;
+    let chosen = balanced_subset(&sets, min_per_class, seed);
+    let val = stratified_split(&sets, &chosen, val_fraction, seed);
+    let schema = subset_schema();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(chosen.iter().map(|&i| sets.clips[i].as_str()))),
+            Arc::new(StringArray::from_iter_values(val.iter().map(|&v| if v { "val" } else { "train" }))),
+        ],
+    )?;
+    crate::table::store::write_parquet_path(out, &TableData { schema, batches: vec![batch] })?;
+    let counts = sets.counts();
+    let short = counts.iter().filter(|&&n| n > 0 && n < min_per_class).count();
+    let absent = counts.iter().filter(|&&n| n == 0).count();
+    let n_val = val.iter().filter(|&&v| v).count();
+    let mut line = format!(
+        "subset: {} of {} clips (at least {min_per_class} per class; {short} classes have fewer and are all in), {} train / {n_val} val, in {:.2} s -> {}",
+        group(chosen.len() as u64),
+        group(sets.clips.len() as u64),
+        group((chosen.len() - n_val) as u64),
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    if absent > 0 {
+        line.push_str(&format!("; {absent} classes have no clip"));
+    }
+    if sets.unknown_labels > 0 {
+        line.push_str(&format!("; {} labels outside the vocabulary ignored", group(sets.unknown_labels)));
+    }
+    Ok(line)
+}
+
+pub fn subset_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("clip_id", DataType::Utf8, false), Field::new("split", DataType::Utf8, false)]))
+}
+
 /// What [`sample`] computed.
 #[derive(Debug, Clone)]
 pub struct Sampling {
