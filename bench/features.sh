@@ -138,25 +138,27 @@ OUT_DIR="$DATA_DIR/out"
 mkdir -p "$OUT_DIR"
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-# measure RESULT_FILE CMD...: run CMD, append "wall_seconds peak_rss_kb" to RESULT_FILE; CMD's
-# stderr goes to RESULT_FILE.err.
+# measure RESULT_FILE CMD...: run CMD, append "wall_seconds peak_rss_kb cpu_seconds" to
+# RESULT_FILE (cpu: user + system, all threads); CMD's stderr goes to RESULT_FILE.err.
 measure() {
   local result=$1; shift
-  local t0 t1 rss
+  local t0 t1 usage
   if [ -x /usr/bin/time ]; then
     t0=$(date +%s%N)
     /usr/bin/time -v -o "$result.time" "$@" 2>"$result.err" || { cat "$result.err" >&2; die "failed: $*"; }
     t1=$(date +%s%N)
-    rss=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$result.time")
+    usage=$(awk -F': *' '/Maximum resident set size/ {rss = $2} /User time \(seconds\)/ {u = $2}
+                         /System time \(seconds\)/ {s = $2} END {print rss, u + s}' "$result.time")
   else
     t0=$(date +%s%N)
-    rss=$(python3 -c 'import resource, subprocess, sys
+    usage=$(python3 -c 'import resource, subprocess, sys
 if subprocess.run(sys.argv[2:], stderr=open(sys.argv[1], "w")).returncode:
     sys.exit(sys.stderr.write(open(sys.argv[1]).read()) and 1)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$result.err" "$@") || die "failed: $*"
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_maxrss, r.ru_utime + r.ru_stime)' "$result.err" "$@") || die "failed: $*"
     t1=$(date +%s%N)
   fi
-  echo "$(( (t1 - t0) / 1000 )) $rss" | awk '{printf "%.4f %d\n", $1 / 1e6, $2}' >> "$result"
+  echo "$(( (t1 - t0) / 1000 )) $usage" | awk '{printf "%.4f %d %.2f\n", $1 / 1e6, $2, $3}' >> "$result"
 }
 
 # psla_once NAME DIR THREADS: one run of psla features over DIR, its wall time and peak RSS appended
@@ -171,11 +173,13 @@ psla_once() {
   sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' <<<"$SUMMARY" >> "$res.summary"
   [ "${PSLA_BENCH_KEEP_OUT:-0}" = 1 ] || rm -rf "$OUT_DIR/$name.parquet" "$OUT_DIR/$name.rejects.parquet"
 }
-# psla_result NAME: WALL (median s), RSS (max kB), SUMMARY_S (psla's own seconds, median) of its runs.
+# psla_result NAME: WALL (median s), RSS (max kB), CPU (median s), SUMMARY_S (psla's own seconds,
+# median) of its runs.
 psla_result() {
   local res="$OUT_DIR/$1.runs"
   WALL=$(cut -d' ' -f1 "$res" | median)
   RSS=$(cut -d' ' -f2 "$res" | sort -n | tail -1)
+  CPU=$(cut -d' ' -f3 "$res" | median)
   SUMMARY_S=$(median < "$res.summary")
 }
 psla_reset() { rm -f "$OUT_DIR/$1.runs" "$OUT_DIR/$1.runs".*; }
@@ -199,17 +203,20 @@ START_WALL=$WALL
 log "torchaudio and psla --threads 1, alternately: $N clips, $REPEAT runs each"
 psla_reset t1
 : > "$OUT_DIR/torchaudio.runs"
+: > "$OUT_DIR/torchaudio.cpu"
 for _ in $(seq "$REPEAT"); do
   TA_LINE=$("$PY" "$ROOT/bench/torchaudio_fbank.py" "$CLIPS" --threads 1)
   echo "  torchaudio: $TA_LINE" >&2
   sed -n 's/.* seconds=\([0-9.]*\) .*/\1/p' <<<"$TA_LINE" >> "$OUT_DIR/torchaudio.runs"
+  sed -n 's/.* cpu_seconds=\([0-9.]*\) .*/\1/p' <<<"$TA_LINE" >> "$OUT_DIR/torchaudio.cpu"
   psla_once t1 "$CLIPS" 1
   echo "  psla: $SUMMARY (wall $(tail -1 "$OUT_DIR/t1.runs" | cut -d' ' -f1) s)" >&2
 done
 TA_S=$(median < "$OUT_DIR/torchaudio.runs")
+TA_CPU=$(median < "$OUT_DIR/torchaudio.cpu")
 TA_RATE=$(rate "$N" "$TA_S")
 
-declare -A P_WALL P_SUM P_RSS
+declare -A P_WALL P_SUM P_RSS P_CPU
 for t in $THREADS_LIST; do
   if [ "$t" = 1 ]; then
     psla_result t1
@@ -218,17 +225,17 @@ for t in $THREADS_LIST; do
     run_psla "t$t" "$CLIPS" "$t" "$REPEAT"
     echo "  $SUMMARY (wall $WALL s)" >&2
   fi
-  P_WALL[$t]=$WALL; P_SUM[$t]=$SUMMARY_S; P_RSS[$t]=$RSS
+  P_WALL[$t]=$WALL; P_SUM[$t]=$SUMMARY_S; P_RSS[$t]=$RSS; P_CPU[$t]=$CPU
 done
 
-declare -A B_WALL B_RSS
+declare -A B_WALL B_RSS B_CPU
 BIG_THREADS=""
 if [ "$BIG" -gt 0 ]; then
   BIG_THREADS=$(printf '%s\n' 1 "$CORES" | sort -un | tr '\n' ' ')
   for t in $BIG_THREADS; do
     log "psla: peak memory over $BIG clips ($BIG_MODE), --threads $t"
     run_psla "big$t" "$BIG_DIR" "$t" 1
-    B_WALL[$t]=$WALL; B_RSS[$t]=$RSS
+    B_WALL[$t]=$WALL; B_RSS[$t]=$RSS; B_CPU[$t]=$CPU
     echo "  $SUMMARY (wall $WALL s, peak RSS $(mib "$RSS") MiB)" >&2
   done
 fi
@@ -237,23 +244,28 @@ BUSY_AFTER=$(busy)
 # ---------------------------------------------------------------- report
 RATIO=$(awk -v p="${P_WALL[1]}" -v t="$TA_S" 'BEGIN {printf "%.2f", t / p}')
 RATIO_SUM=$(awk -v p="${P_SUM[1]}" -v t="$TA_S" 'BEGIN {printf "%.2f", t / p}')
+RATIO_CPU=$(awk -v p="${P_CPU[1]}" -v t="$TA_CPU" 'BEGIN {printf "%.2f", t / p}')
 MET=$(awk -v r="$RATIO" 'BEGIN {print (r >= 5) ? "MET" : "NOT MET"}')
 
 echo
 echo "features benchmark: $N clips of 10 s, 16 kHz, 16-bit mono wav; $CORES cores; median of $REPEAT"
 echo "load before: $LOAD_BEFORE; compiler processes running: ${BUSY_BEFORE:-0} before, ${BUSY_AFTER:-0} after"
 echo
-printf '%-44s %10s %10s %12s\n' "run" "clips/s" "ms/clip" "peak RSS"
-printf '%-44s %10s %10s %12s\n' "torchaudio kaldi.fbank, 1 thread, in-process" "$TA_RATE" "$(ms "$N" "$TA_S")" "-"
-printf '%-44s %10s %10s %12s\n' "psla on 1 clip (start-up + 1 clip), wall" "-" "$(awk -v s="$START_WALL" 'BEGIN {printf "%.0f", 1000 * s}')" "-"
+F='%-46s %9s %9s %9s %10s\n'
+printf "$F" "run" "clips/s" "ms/clip" "CPU ms" "peak RSS"
+printf "$F" "" "(wall)" "(wall)" "per clip" ""
+printf "$F" "torchaudio kaldi.fbank, 1 thread, in-process" "$TA_RATE" "$(ms "$N" "$TA_S")" "$(ms "$N" "$TA_CPU")" "-"
+printf "$F" "psla on 1 clip (start-up + 1 clip)" "-" "$(ms 1 "$START_WALL")" "-" "-"
 for t in $THREADS_LIST; do
   note=""; [ "$t" -le "$CORES" ] || note=" (> $CORES cores)"
-  printf '%-44s %10s %10s %9s MiB\n' "psla --threads $t, process wall$note" "$(rate "$N" "${P_WALL[$t]}")" "$(ms "$N" "${P_WALL[$t]}")" "$(mib "${P_RSS[$t]}")"
-  printf '%-44s %10s %10s %12s\n' "psla --threads $t, its own summary" "$(rate "$N" "${P_SUM[$t]}")" "$(ms "$N" "${P_SUM[$t]}")" ""
+  printf "$F" "psla --threads $t, process$note" "$(rate "$N" "${P_WALL[$t]}")" "$(ms "$N" "${P_WALL[$t]}")" \
+    "$(ms "$N" "${P_CPU[$t]}")" "$(mib "${P_RSS[$t]}") MiB"
+  printf "$F" "psla --threads $t, its own summary" "$(rate "$N" "${P_SUM[$t]}")" "$(ms "$N" "${P_SUM[$t]}")" "" ""
 done
 for t in $BIG_THREADS; do
-  printf '%-44s %10s %10s %9s MiB\n' "psla $BIG clips --threads $t, process wall" "$(rate "$BIG" "${B_WALL[$t]}")" "$(ms "$BIG" "${B_WALL[$t]}")" "$(mib "${B_RSS[$t]}")"
+  printf "$F" "psla $BIG clips --threads $t, process" "$(rate "$BIG" "${B_WALL[$t]}")" "$(ms "$BIG" "${B_WALL[$t]}")" \
+    "$(ms "$BIG" "${B_CPU[$t]}")" "$(mib "${B_RSS[$t]}") MiB"
 done
 echo
-echo "psla / torchaudio, 1 thread each: ${RATIO}x (process wall; ${RATIO_SUM}x by psla's own summary); target 5x: $MET"
+echo "psla / torchaudio, 1 thread each: ${RATIO}x by wall time (${RATIO_SUM}x by psla's own summary, ${RATIO_CPU}x by CPU time); target 5x: $MET"
 [ -z "$BIG_THREADS" ] || echo "$BIG-clip set: $BIG_MODE"

@@ -6,9 +6,11 @@
 //! - [`stages`]: one module per pipeline stage.
 //! - [`sql`]: DataFusion over a run root's tables.
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
+//! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
 
 pub mod audio;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod sql;

@@ -251,6 +251,32 @@ enum Command {
         out: PathBuf,
     },
 
+    /// Per-class AP and AUC, mAP, mean AUC and d-prime of predictions against labels (as PSLA/sklearn).
+    #[command(
+        long_about = "Evaluate predictions against labels the way PSLA reports it: per class, scikit-learn's \
+                      average_precision_score and roc_auc_score; mAP and mean AUC as unweighted means over the \
+                      classes that have both positives and negatives (the others are listed, not averaged); \
+                      d' = sqrt(2) * Phi^-1(mean AUC).\n\n\
+                      The clips evaluated are the labeled clips that have predictions. Labeled clips without \
+                      predictions and predictions for clips outside the labels are counted and reported; a \
+                      missing (clip, class) score of an evaluated clip is an error naming an example. Writes \
+                      OUT (mid, display_name, positives, ap, auc) and OUT.summary.parquet."
+    )]
+    Evaluate {
+        /// Predictions: Parquet with columns clip_id, mid, score.
+        #[arg(long, value_name = "FILE.parquet")]
+        predictions: PathBuf,
+        /// Labels (positives): Parquet with columns clip_id, mid.
+        #[arg(long, value_name = "FILE.parquet")]
+        labels: PathBuf,
+        /// The class vocabulary, class_labels_indices.csv.
+        #[arg(long, value_name = "CSV")]
+        classes: String,
+        /// Per-class metrics to write.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+    },
+
     /// Query a run root's tables with SQL (read-only; DataFusion).
     #[command(
         long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
@@ -373,6 +399,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Subset { labels, classes, min_per_class, val_fraction, seed, out } => {
             let line = psla::stages::sample::subset_to_file(&labels, &classes, min_per_class, val_fraction, seed, &out)?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Evaluate { predictions, labels, classes, out } => {
+            let line = psla::stages::evaluate::run_to_files(&predictions, &labels, &classes, &out)?;
             writeln!(err, "{line}")?;
         }
         Command::Sql { query, file, root, format, out } => {

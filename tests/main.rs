@@ -9,6 +9,7 @@ mod audio_golden;
 mod audio_resample;
 mod cli;
 mod demo_data;
+mod evaluate;
 mod features;
 mod ingest;
 mod label;

@@ -172,7 +172,7 @@ fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing(
     let dir = tempdir();
     let root = dir.path().join("demo");
     let first = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
-    assert_eq!(ran(&first), vec!["demo_data", "ingest", "features", "label", "sample"], "{first}");
+    assert_eq!(ran(&first), vec!["demo_data", "ingest", "features", "label", "sample", "evaluate_teacher"], "{first}");
     // The ingested labels are exactly the observed labels of the hidden truth, on both splits.
     assert_eq!(
         sql_count(&root, "SELECT count(*) FROM labels"),
@@ -214,6 +214,9 @@ fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing(
     // Sampling covers the 240 training clips, 3 epochs of 240 draws.
     assert_eq!(sql_count(&root, "SELECT count(*) FROM sample_weights"), 240);
     assert_eq!(sql_count(&root, "SELECT count(*) FROM epoch_draws"), 3 * 240);
+    // The simulated teacher evaluated on the 80 clean eval clips: far above chance.
+    assert_eq!(sql_count(&root, "SELECT clips FROM teacher_metrics_summary"), 80);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM teacher_metrics_summary WHERE map > 0.8"), 1);
     // Both kinds of label noise are present in the train split, none in eval.
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type1'") > 0);
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type2'") > 0);

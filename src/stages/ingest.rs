@@ -521,6 +521,12 @@ pub fn read_vocabulary(classes_csv: &str) -> Result<Vec<String>> {
     Ok(parse_classes(classes_csv)?.into_iter().map(|c| c.mid).collect())
 }
 
+/// The `classes` table straight from a vocabulary CSV.
+pub fn vocabulary_tables_classes_only(classes_csv: &str) -> Result<crate::table::TableData> {
+    let classes = parse_classes(classes_csv)?;
+    Ok(crate::table::TableData { schema: classes_schema(), batches: vec![classes_batch(&classes)?] })
+}
+
 /// The `classes`, `ontology` and `ontology_edges` tables straight from a vocabulary CSV and an
 /// ontology JSON, for commands that take those files rather than a run root (`psla label`).
 pub fn vocabulary_tables(classes_csv: &str, ontology_json: &str) -> Result<Vec<(&'static str, crate::table::TableData)>> {

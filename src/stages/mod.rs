@@ -10,6 +10,7 @@ use crate::pipeline::spec::Resolver;
 use crate::table::{RunRoot, StagedTable, TableData, TableWriter};
 
 pub mod demo_data;
+pub mod evaluate;
 pub mod features;
 pub mod ingest;
 pub mod label;
@@ -102,7 +103,7 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND]
+    &[demo_data::KIND, ingest::KIND, evaluate::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {
