@@ -3,8 +3,9 @@
 # from .eh_frame: the release build has no debug info, but the function names are there).
 #   bench/features_profile.sh [N_CLIPS] [THREADS]     (defaults 200 and 1)
 # Uses the clips bench/features.sh generates (run it first, or it generates them here). Prints the
-# share of CPU samples under each part of the work and what that is per clip. The shares are of
-# on-CPU samples: a part that waits (disk) is undercounted, and perf slows the run a little.
+# share of CPU samples under each part of the work and what that is in CPU ms per clip, then runs
+# torchaudio on the same clips for comparison. The shares are of on-CPU samples: a part that waits
+# (disk) is undercounted, and perf slows the run a little.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,12 +27,20 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/psla-profile.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
+# psla's CPU time (user + system) under perf, from /usr/bin/time when there is one.
+TIMER=()
+[ -x /usr/bin/time ] && TIMER=(/usr/bin/time -f '%U %S' -o "$WORK/cpu")
 t0=$(date +%s%N)
 perf record -q --call-graph dwarf,16384 -F 499 -o "$WORK/perf.data" \
-  "$PSLA" features "$CLIPS" --out "$WORK/f.parquet" --threads "$THREADS" 2> "$WORK/err" >/dev/null
+  "${TIMER[@]}" "$PSLA" features "$CLIPS" --out "$WORK/f.parquet" --threads "$THREADS" 2> "$WORK/err" >/dev/null
 t1=$(date +%s%N)
 grep '^features:' "$WORK/err" >&2 || { cat "$WORK/err" >&2; exit 1; }
 WALL=$(awk -v d=$(( (t1 - t0) / 1000 )) 'BEGIN {printf "%.3f", d / 1e6}')
+if [ -s "$WORK/cpu" ]; then
+  CPU=$(awk '{printf "%.3f", $1 + $2}' "$WORK/cpu"); BASIS="CPU time"
+else
+  CPU=$(awk -v w="$WALL" -v t="$THREADS" 'BEGIN {printf "%.3f", w * t}'); BASIS="wall x threads (no /usr/bin/time)"
+fi
 
 perf report -i "$WORK/perf.data" --children --sort symbol -g none --percent-limit 0 2>/dev/null \
   | grep -v '^#' > "$WORK/report"
@@ -41,13 +50,13 @@ share() { awk -v s="$1" '{ sym = $0; sub(/^ *[0-9.]+% +[0-9.]+% +\[[.k]\] /, "",
 row() {
   local pct
   pct=$(share "$2"); pct=${pct:-0}
-  awk -v l="$1" -v p="$pct" -v w="$WALL" -v n="$N" -v t="$THREADS" \
-    'BEGIN {printf "  %-52s %6.1f%%  %7.2f ms/clip\n", l, p, p / 100 * w * t * 1000 / n}'
+  awk -v l="$1" -v p="$pct" -v c="$CPU" -v n="$N" \
+    'BEGIN {printf "  %-52s %6.1f%%  %7.2f ms/clip\n", l, p, p / 100 * c * 1000 / n}'
 }
 
 echo
-echo "psla features, $N clips, --threads $THREADS: wall $WALL s under perf"
-echo "  share of CPU samples (inclusive), and that share of wall x threads per clip:"
+echo "psla features, $N clips, --threads $THREADS, under perf: wall $WALL s, CPU $CPU s; load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "  share of CPU samples (inclusive), and that share of $BASIS per clip:"
 row "decode + resample + fbank (featurise)"               "psla::stages::features::featurise"
 row "  of which fbank (psla_fbank)"                       "psla::audio::psla_fbank"
 row "  of which decode"                                   "psla::audio::decode::decode"
@@ -56,3 +65,13 @@ row "read the staging files back (read_parquet_file)"     "psla::table::store::R
 row "all Parquet column writing (ArrowRowGroupWriter)"    "parquet::arrow::arrow_writer::ArrowRowGroupWriter::write"
 row "  of which zstd compression (ZSTD_compress2)"        "ZSTD_compress2"
 row "file writes (libc write, incl. kernel)"              "__GI___libc_write"
+
+# The same clips through torchaudio (CPU time, one thread), to set psla's compute alone against it.
+TA_LINE=$("$PY" "$ROOT/bench/torchaudio_fbank.py" "$CLIPS" --threads 1)
+TA_CPU=$(sed -n 's/.* cpu_seconds=\([0-9.]*\) .*/\1/p' <<<"$TA_LINE")
+FEAT=$(share "psla::stages::features::featurise")
+awk -v ta="$TA_CPU" -v n="$N" -v f="${FEAT:-0}" -v c="$CPU" -v b="$BASIS" 'BEGIN {
+  t = ta * 1000 / n; p = f / 100 * c * 1000 / n; a = c * 1000 / n
+  printf "  torchaudio on the same clips, 1 thread: %.2f ms/clip CPU\n", t
+  printf "  torchaudio / psla: %.2fx for decode + fbank alone, %.2fx for the whole psla run (by %s)\n", t / p, t / a, b
+}'

@@ -33,6 +33,7 @@
 #  PSLA_BENCH_DUCKDB_CHECKS 1: also run DuckDB's port with checks.sql
 #  PSLA_BENCH_SKIP_PSLA / PSLA_BENCH_SKIP_DUCKDB  1: skip that tool
 #  PSLA_BENCH_KEEP_OUT    1: keep the output Parquet files
+#  PSLA_BENCH_PHASES      0: do not trace psla's file opens (they time its steps; needs strace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -123,7 +124,14 @@ measure() {  # NAME CMD...: run under label_measure.py, results in $RUN/NAME.jso
 }
 
 if [ "${PSLA_BENCH_SKIP_PSLA:-0}" != 1 ]; then
-  measure psla "$PSLA" label --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" --classes "$CLASSES" \
+  # psla's phases: each of its queries opens the Parquet files anew, so the times at which it opens
+  # labels.parquet (strace, openat only, filtered in the kernel: negligible overhead) mark the start
+  # of checks, thresholds, type1, type2 and merge; label_report.py turns them into durations.
+  TRACE=()
+  if [ "${PSLA_BENCH_PHASES:-1}" = 1 ] && command -v strace >/dev/null && strace --seccomp-bpf -f -qq -e trace=openat -o /dev/null true 2>/dev/null; then
+    TRACE=(strace --seccomp-bpf -f -qq -ttt -e trace=openat -o "$RUN/psla.strace")
+  fi
+  measure psla "${TRACE[@]}" "$PSLA" label --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" --classes "$CLASSES" \
     --threshold mean --rules type1,type2 --out "$RUN/psla.parquet"
 fi
 if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then

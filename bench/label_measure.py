@@ -5,10 +5,11 @@
 
 The command's stdout and stderr go to LOG. Peak RSS is the kernel's ru_maxrss of the child (wait4:
 the largest resident set of the process, or of any descendant it waited for), cross-checked by
-polling /proc/PID/status (VmHWM) every 0.2 s. The poll also enforces --mem-cap-mb: a process
-whose resident set passes the cap is killed (SIGKILL) and reported as such, so that a runaway run
+polling /proc/PID/status (VmRSS, VmHWM) of the process and its descendants every 0.2 s (so a
+wrapper such as strace does not hide the measured process). The poll also enforces --mem-cap-mb:
+a process tree whose resident set passes the cap is killed (SIGKILL) and reported as such, so that a runaway run
 hits a cap of our choosing instead of the kernel's OOM killer, which might pick another process on
-a shared machine. A run past --timeout gets SIGTERM, then SIGKILL 10 s later. Every 5 s the RSS is
+a shared machine. A run past --timeout gets SIGTERM, then SIGKILL 10 s later (the whole process tree). Every 5 s the RSS is
 appended to LOG.rss (seconds, MB), to tell how far a run that failed had got.
 
 OUT.json: cmd, rc (negative: killed by that signal), timed_out, mem_capped, wall_s, user_s, sys_s,
@@ -33,6 +34,30 @@ def status_kb(pid, field):
     except (FileNotFoundError, ProcessLookupError, ValueError):
         pass
     return 0
+
+
+def tree(pid):
+    """pid and its descendants (through /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+def signal_all(procs, sig):
+    """Signal the descendants first, then the process itself (the ids were read just before)."""
+    for p in reversed(procs):
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
 
 
 def main():
@@ -61,21 +86,22 @@ def main():
         if wpid == pid:
             break
         now = time.monotonic() - started
-        rss = status_kb(pid, "VmRSS")
-        hwm_kb = max(hwm_kb, status_kb(pid, "VmHWM"), rss)
+        procs = tree(pid)  # a wrapper (strace) may sit between us and the measured process
+        rss = sum(status_kb(p, "VmRSS") for p in procs)
+        hwm_kb = max([hwm_kb, rss] + [status_kb(p, "VmHWM") for p in procs])
         if now >= next_rss:
             rss_log.write(f"{now:.1f}\t{rss / 1024:.0f}\n")
             rss_log.flush()
             next_rss += 5
         if args.mem_cap_mb and rss / 1024 > args.mem_cap_mb and not mem_capped:
             mem_capped = True
-            os.kill(pid, signal.SIGKILL)
+            signal_all(procs, signal.SIGKILL)
         if now > args.timeout and not timed_out:
             timed_out = True
             term_at = now
-            os.kill(pid, signal.SIGTERM)
+            signal_all(procs, signal.SIGTERM)
         if term_at is not None and now > term_at + 10:
-            os.kill(pid, signal.SIGKILL)
+            signal_all(procs, signal.SIGKILL)
             term_at = float("inf")
         time.sleep(0.2)
     wall = time.monotonic() - started

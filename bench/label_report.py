@@ -15,6 +15,49 @@ RUNS = [("psla", "psla label"), ("duckdb", "DuckDB port (a pass per step)"),
         ("duckdb_onepass", "DuckDB one pass"), ("duckdb_checks", "DuckDB port + checks.sql")]
 
 
+def psla_phases(run):
+    """Durations of psla's steps from the strace of its openat calls. Every query reads the score
+    file with a burst of opens (one per row-group range), and opens labels.parquet before that burst;
+    so the first labels.parquet open after each burst starts the next query (checks, thresholds,
+    type1, type2, merge), and the output's .tmp file starts the write."""
+    p = os.path.join(run, "psla.strace")
+    if not os.path.exists(p):
+        return None
+    runs, first = [], None  # [kind, first time, count] of consecutive opens of the same file kind
+    for line in open(p):
+        parts = line.split(None, 2)
+        if len(parts) < 3 or "openat(" not in parts[2]:
+            continue
+        t = float(parts[1])
+        first = t if first is None else first
+        m = re.search(r'"([^"]*)"', parts[2])
+        name = m.group(1) if m else ""
+        kind = ("labels" if name.endswith("labels.parquet") else "teacher" if name.endswith("teacher_scores.parquet")
+                else "out" if name.endswith(".parquet.tmp") else None)
+        if kind is None:
+            continue
+        if runs and runs[-1][0] == kind:
+            runs[-1][2] += 1
+        else:
+            runs.append([kind, t, 1])
+    starts, after_burst, write_at = [], True, None
+    for kind, t, n in runs:
+        if kind == "labels" and after_burst:
+            starts.append(t)
+            after_burst = False
+        elif kind == "teacher" and n >= 3:
+            after_burst = True
+        elif kind == "out" and write_at is None:
+            write_at = t
+    names = ["checks", "thresholds", "type1", "type2", "merge+changes"]
+    if len(starts) != len(names) or write_at is None:
+        return None
+    bounds = starts + [write_at]
+    out = {n: round(bounds[i + 1] - bounds[i], 1) for i, n in enumerate(names)}
+    out["start"] = round(starts[0] - first, 1)
+    return out
+
+
 def main():
     run, params_path, machine, load_after, threads = sys.argv[1:]
     gen = json.load(open(params_path))
@@ -41,6 +84,7 @@ def main():
                 return json.loads(line)
 
     cpu = lambda r: r["user_s"] + r["sys_s"]
+    peak = lambda r: max(r["peak_rss_mb"], r["peak_rss_polled_mb"])  # ru_maxrss; the poll if a kill hid it
     res = {k: load(k) for k, _ in RUNS}
     print(f"\nLabel enhancement (mean threshold, type1,type2), {gen['params']['clips']:,} clips x {gen['classes']} classes"
           f" = {gen['teacher_rows']:,} teacher scores, {gen['labels_rows']:,} original labels")
@@ -51,17 +95,22 @@ def main():
     for k, name in RUNS:
         r = res[k]
         if r:
-            print(f"{name:<32} {r['wall_s']:>8.1f} {r['peak_rss_mb']:>12.0f} {cpu(r):>8.1f}  {status(r)}")
+            print(f"{name:<32} {r['wall_s']:>8.1f} {peak(r):>12.0f} {cpu(r):>8.1f}  {status(r)}")
     ps = res["psla"]
     if ps:
         print()
         for k, name in RUNS[1:]:
             r = res[k]
             if r and status(r) == "ok":
-                print(f"psla / {name + ':':<31} time {ps['wall_s'] / r['wall_s']:.2f}x, peak RSS {ps['peak_rss_mb'] / r['peak_rss_mb']:.2f}x,"
+                print(f"psla / {name + ':':<31} time {ps['wall_s'] / r['wall_s']:.2f}x, peak RSS {peak(ps) / peak(r):.2f}x,"
                       f" CPU {cpu(ps) / max(cpu(r), 1e-9):.2f}x")
         log = open(os.path.join(run, "psla.log")).read().strip()
         m = re.search(r"^label: .*$", log, re.M)
+        ph = psla_phases(run)
+        if ph:
+            print("psla steps (wall s, from its file opens): " + ", ".join(f"{k} {v}" for k, v in ph.items() if k != "start")
+                  + "; then the writes")
+            res["psla"]["phases_s"] = ph
         print("\npsla: " + (m.group(0) if m else "(no summary line) " + (log.splitlines()[-1][:300] if log else "(no output)")))
     for k, name in RUNS[1:]:
         j = last_json(k)
