@@ -330,6 +330,75 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+
+    /// PSLA's aggregation: average the predictions of several models (checkpoints, seeds, settings).
+    #[command(subcommand)]
+    Ensemble(EnsembleCommand),
+
+    /// Write report.html: pipeline, label enhancement, sampling, training and evaluation of a run root.
+    #[command(
+        long_about = "Write one self-contained HTML report of a run root (inline SVG, no scripts, nothing loaded \
+                      from the network): the stages and tables, label enhancement (additions per class and rule, \
+                      top parent/child pairs, labels per class before and after), sampling (share of clips vs \
+                      share of draws per class), training curves of every model (loss, mAP, learning rate per \
+                      epoch) and evaluation (mAP, mean AUC, d' of every metrics table; per-class AP; AP vs \
+                      training clips). Each figure shows the SQL behind it (sql/report/, sql/audit/). A section \
+                      whose tables are missing says so."
+    )]
+    Report {
+        /// The run root.
+        #[arg(long)]
+        root: String,
+        /// Where to write (default: report.html in the run root).
+        #[arg(long, value_name = "FILE.html")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnsembleCommand {
+    /// Average predictions tables: PSLA's prediction ensemble, as sql/ensemble/average_predictions.sql.
+    #[command(
+        long_about = "Average several predictions tables (clip_id, mid, score) into one: PSLA's ensemble of \
+                      checkpoints, seeds and settings, run as sql/ensemble/average_predictions.sql by DataFusion.\n\n\
+                      The mean is unweighted unless --weights is given. Every member must score the same \
+                      (clip, class) pairs once: a pair missing from a member, or scored twice, is an error naming \
+                      it. The output is a predictions table like any other (evaluate and label read it)."
+    )]
+    AveragePredictions {
+        /// A predictions Parquet file (clip_id, mid, score); give two or more.
+        #[arg(long = "predictions", required = true, value_name = "FILE.parquet")]
+        predictions: Vec<PathBuf>,
+        /// One positive weight per --predictions, comma-separated (default: all equal).
+        #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+        weights: Option<Vec<f64>>,
+        /// The averaged predictions to write (clip_id, mid, score).
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+    },
+
+    /// Average checkpoints' weights into one checkpoint: PSLA's weight averaging.
+    #[command(
+        long_about = "Average the weights of several checkpoints (safetensors) into one: PSLA's weight averaging \
+                      (usually the last epochs of one run). Every tensor is averaged arithmetically, BatchNorm \
+                      running statistics included; the checkpoints must have the same keys, shapes and dtypes. \
+                      Integer tensors (num_batches_tracked) get the mean truncated toward zero.\n\n\
+                      PSLA's own code counts the first checkpoint twice and divides by N + 1; --psla-compat \
+                      reproduces that figure. The default is the true mean. The metadata is the last \
+                      checkpoint's, plus averaged_from and average.",
+        after_help = "Example:\n  psla ensemble average-weights --checkpoints runs/r/models/student/epoch-{04..06}.safetensors --out wa.safetensors"
+    )]
+    AverageWeights {
+        /// The checkpoints to average (two or more).
+        #[arg(long, required = true, num_args = 1.., value_name = "FILE.safetensors")]
+        checkpoints: Vec<PathBuf>,
+        /// Reproduce PSLA's figure: the first checkpoint counted twice, the sum divided by N + 1.
+        #[arg(long)]
+        psla_compat: bool,
+        /// The averaged checkpoint to write.
+        #[arg(long, value_name = "FILE.safetensors")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Copy, Clone, ValueEnum)]
@@ -431,6 +500,20 @@ fn run(cli: Cli) -> Result<()> {
             if !dry_run {
                 writeln!(err, "demo run root: {} (try `psla tables --root {}`)", root.location(), root.location())?;
             }
+        }
+        Command::Report { root, out } => {
+            let root = RunRoot::open(&root)?;
+            let line = psla::stages::report::write_report(&root, out.as_deref())?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Ensemble(EnsembleCommand::AveragePredictions { predictions, weights, out }) => {
+            let line = psla::stages::ensemble::average_files(&predictions, weights.as_deref(), &out)?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Ensemble(EnsembleCommand::AverageWeights { checkpoints, psla_compat, out }) => {
+            use psla::stages::ensemble::{WeightMean, average_checkpoints};
+            let how = if psla_compat { WeightMean::PslaCompat } else { WeightMean::Mean };
+            writeln!(err, "{}", average_checkpoints(&checkpoints, &out, how)?)?;
         }
     }
     Ok(())
