@@ -17,4 +17,5 @@ mod model;
 mod pipeline;
 mod readers;
 mod sample;
+mod score;
 mod sql;

@@ -15,6 +15,7 @@ pub mod features;
 pub mod ingest;
 pub mod label;
 pub mod sample;
+pub mod score;
 pub mod subset;
 pub mod sql_stage;
 
@@ -103,7 +104,7 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, evaluate::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND]
+    &[demo_data::KIND, ingest::KIND, evaluate::KIND, features::KIND, label::KIND, sample::KIND, score::KIND, sql_stage::KIND]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {
