@@ -6,11 +6,13 @@
 //! - [`stages`]: one module per pipeline stage.
 //! - [`sql`]: DataFusion over a run root's tables.
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
+//! - [`model`]: PSLA's EfficientNet + attention model in tch, its safetensors checkpoints.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
 
 pub mod audio;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod sql;

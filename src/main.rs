@@ -277,6 +277,58 @@ enum Command {
         out: PathBuf,
     },
 
+    /// Score a features table with one or more checkpoints: eval-mode forward, predictions out.
+    #[command(
+        long_about = "Score every clip of a features table (psla features) with PSLA model checkpoints.\n\n\
+                      Each clip's fbank is padded with zeros at the end or cut to the target frames, normalised, \
+                      and run through the model in eval mode, in batches. With several --checkpoint files the \
+                      score is the mean of their probabilities (all must share one class vocabulary). Writes OUT \
+                      with one row per (clip, class): clip_id, class_index, mid, score; mid is the class id from \
+                      the checkpoint's metadata, or the class index as text for a file without one.\n\n\
+                      psla's checkpoints carry their architecture, heads, classes, normalisation and target \
+                      frames. PSLA's own state dicts (converted to safetensors; a `module.` prefix and `_fc` \
+                      keys are accepted) carry none: the model is told from the tensor shapes (--arch and \
+                      --heads, when given, are checked against it), and PSLA's constants and 1056 frames are \
+                      the defaults.",
+        after_help = "Examples:\n  psla score --checkpoint run/models/teacher/epoch-30.safetensors features.parquet --out predictions.parquet\n  \
+                      psla score --checkpoint a.safetensors --checkpoint b.safetensors eval_features.parquet \\\n    \
+                      --out ensemble.parquet --device cuda:0 --batch-size 64\n  \
+                      psla score --checkpoint psla_as_b2.safetensors --arch efficientnet-b2 --heads 4 features.parquet \\\n    \
+                      --normalize psla --target-frames 1056 --out p.parquet"
+    )]
+    Score {
+        /// A checkpoint (safetensors); repeat for an ensemble (mean of probabilities).
+        #[arg(long = "checkpoint", value_name = "FILE.safetensors", required = true)]
+        checkpoints: Vec<String>,
+        /// The features table (psla features --out).
+        #[arg(value_name = "FEATURES.parquet")]
+        features: PathBuf,
+        /// The predictions to write.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+        /// checkpoint (what it was trained with), none, psla (-4.6476,4.5699), stats (needs --stats) or MEAN,STD.
+        #[arg(long, default_value = "checkpoint", value_name = "HOW", allow_hyphen_values = true)]
+        normalize: String,
+        /// A feature_stats table (psla features --stats) for --normalize stats: its PSLA norm stats are used.
+        #[arg(long, value_name = "FILE.parquet")]
+        stats: Option<PathBuf>,
+        /// Frames per clip (default: the checkpoint's; 1056 for a file without metadata).
+        #[arg(long, value_name = "N")]
+        target_frames: Option<i64>,
+        /// Clips per forward.
+        #[arg(long, default_value_t = 16, value_name = "N")]
+        batch_size: usize,
+        /// auto (CUDA when available), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// For a file without metadata: efficientnet-b0 .. efficientnet-b7 (checked against the file).
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+        /// For a file without metadata: 0 (mean pooling), 1 (attention), N > 1 (multi-head).
+        #[arg(long, value_name = "N")]
+        heads: Option<usize>,
+    },
+
     /// Query a run root's tables with SQL (read-only; DataFusion).
     #[command(
         long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
@@ -472,6 +524,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Evaluate { predictions, labels, classes, out } => {
             let line = psla::stages::evaluate::run_to_files(&predictions, &labels, &classes, &out)?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Score { checkpoints, features, out, normalize, stats, target_frames, batch_size, device, arch, heads } => {
+            let params = psla::stages::score::ScoreParams { checkpoint: checkpoints, normalize, target_frames, batch_size, device, arch, heads };
+            let line = psla::stages::score::run_to_files(&params, &features, stats.as_deref(), &out, progress)?;
             writeln!(err, "{line}")?;
         }
         Command::Sql { query, file, root, format, out } => {

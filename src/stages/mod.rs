@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod label;
 pub mod report;
 pub mod sample;
+pub mod score;
 pub mod subset;
 pub mod sql_stage;
 
@@ -105,7 +106,18 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, ensemble::KIND, evaluate::KIND, features::KIND, label::KIND, report::KIND, sample::KIND, sql_stage::KIND]
+    &[
+        demo_data::KIND,
+        ingest::KIND,
+        ensemble::KIND,
+        evaluate::KIND,
+        features::KIND,
+        label::KIND,
+        report::KIND,
+        sample::KIND,
+        score::KIND,
+        sql_stage::KIND,
+    ]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {
