@@ -403,6 +403,9 @@ fn axes(svg: &mut String, x: (f64, f64), y: (f64, f64), xl: &str, yl: &str) {
 }
 
 fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        return format!("{v:.0}");
+    }
     if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) { format!("{v:.2e}") } else { format!("{v:.3}") }
 }
 
