@@ -18,7 +18,7 @@
 //! Speed: frames are computed [`LANES`] at a time, each step a vector operation over the frames of
 //! the group (see [`super::fft`]). The kernel is compiled twice, for the baseline instruction set
 //! and for AVX2 (chosen at run time, see [`Kernel`]); both do the same IEEE operations in the same
-//! order, so they give bit-identical results, which a test checks.
+//! order, so they give bit-identical results, which the tests check.
 
 /// Filterbank settings; [`Default`] gives PSLA's.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,15 +172,22 @@ impl Fbank {
         self.compute_with(Kernel::best(), wave, offset, out);
     }
 
-    /// [`Fbank::compute_offset_into`] with a given kernel (the tests compare them).
-    pub(crate) fn compute_with(&self, kernel: Kernel, wave: &[f32], offset: f32, out: &mut Vec<f32>) {
+    /// [`Fbank::compute_offset_into`] with a given kernel ([`Kernel::best`] is the fastest the
+    /// CPU has); the tests check that every kernel gives the same bits.
+    pub fn compute_with(&self, kernel: Kernel, wave: &[f32], offset: f32, out: &mut Vec<f32>) {
         out.clear();
         out.resize(self.num_frames(wave.len()) * self.filters.len(), 0.0);
         match kernel {
             Kernel::Portable => self.fill(wave, offset, out),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Kernel::Avx2` is only constructed where the CPU has AVX2.
-            Kernel::Avx2 => unsafe { self.fill_avx2(wave, offset, out) },
+            Kernel::Avx2 => {
+                assert!(
+                    std::arch::is_x86_feature_detected!("avx2"),
+                    "fbank: Kernel::Avx2 on a CPU without AVX2"
+                );
+                // SAFETY: the CPU has AVX2 (just checked; the check is a cached load).
+                unsafe { self.fill_avx2(wave, offset, out) }
+            }
         }
     }
 
@@ -265,9 +272,9 @@ impl Fbank {
     }
 }
 
-/// Which compilation of the filterbank kernel runs. Both give bit-identical results.
+/// Which compilation of the filterbank kernel runs. All give bit-identical results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kernel {
+pub enum Kernel {
     /// The baseline instruction set (SSE2 on x86-64), any CPU.
     Portable,
     /// AVX2, on x86-64 CPUs that have it.
@@ -277,7 +284,7 @@ pub(crate) enum Kernel {
 
 impl Kernel {
     /// AVX2 where the CPU has it, unless `PSLA_SIMD=portable` is set (for comparisons).
-    pub(crate) fn best() -> Self {
+    pub fn best() -> Self {
         static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
             let forced_portable = std::env::var("PSLA_SIMD").is_ok_and(|v| v == "portable");
@@ -426,91 +433,3 @@ fn mel_filters(cfg: &FbankConfig, fft_size: usize, rate: f64) -> Vec<MelFilter> 
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A deterministic test signal: a few tones and pseudo-random noise.
-    fn signal(n: usize) -> Vec<f32> {
-        let mut state = 0x2545_f491_u32;
-        (0..n)
-            .map(|i| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                let noise = (state as f32 / u32::MAX as f32 - 0.5) * 0.01;
-                let t = i as f32 / 16000.0;
-                0.3 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
-                    + 0.1 * (2.0 * std::f32::consts::PI * 3100.0 * t).sin()
-                    + noise
-            })
-            .collect()
-    }
-
-    #[test]
-    fn every_kernel_gives_the_same_bits() {
-        let wave = signal(16_000 + 123);
-        for rate in [8000, 16000, 44100] {
-            let f = Fbank::new(rate, &FbankConfig::default());
-            let (mut portable, mut best) = (Vec::new(), Vec::new());
-            f.compute_with(Kernel::Portable, &wave, 0.01, &mut portable);
-            f.compute_with(Kernel::best(), &wave, 0.01, &mut best);
-            assert!(!portable.is_empty());
-            let same = portable
-                .iter()
-                .zip(&best)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{rate} Hz: {:?} and Portable differ", Kernel::best());
-        }
-    }
-
-    #[test]
-    fn the_fft_power_spectrum_matches_a_float64_dft() {
-        for len in [2, 4, 8, 32, 512, 2048] {
-            let fft = RealFft::new(len);
-            let half = len / 2;
-            let frames: Vec<Vec<f32>> = (0..LANES)
-                .map(|l| signal(len + 7 * l)[7 * l..].to_vec())
-                .collect();
-            let (mut re, mut im) = (vec![[0.0f32; LANES]; half], vec![[0.0f32; LANES]; half]);
-            for (lane, frame) in frames.iter().enumerate() {
-                fft.load_lane(frame, lane, &mut re, &mut im);
-            }
-            fft.power(&mut re, &mut im);
-            for (lane, frame) in frames.iter().enumerate() {
-                let total: f64 = frame.iter().map(|&x| f64::from(x).powi(2)).sum();
-                for (k, power) in re.iter().enumerate() {
-                    let (mut xr, mut xi) = (0.0f64, 0.0f64);
-                    for (n, &x) in frame.iter().enumerate() {
-                        let a = -2.0 * std::f64::consts::PI * (k * n) as f64 / len as f64;
-                        xr += f64::from(x) * a.cos();
-                        xi += f64::from(x) * a.sin();
-                    }
-                    let exact = xr * xr + xi * xi;
-                    // float32 rounding relative to the frame's energy, as for any float32 FFT.
-                    let err = (f64::from(power[lane]) - exact).abs();
-                    assert!(
-                        err <= 1e-5 * total * len as f64,
-                        "len {len} bin {k}: {} vs {exact}",
-                        power[lane]
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn ln_is_within_2_ulp() {
-        let mut x = f32::EPSILON;
-        while x < 1e9 {
-            let exact = f64::from(x).ln();
-            let ours = ln(x);
-            let ulp = f64::from(ours.abs().max(1e-30)) * f64::from(f32::EPSILON);
-            assert!(
-                (f64::from(ours) - exact).abs() <= 2.0 * ulp.max(1e-9),
-                "ln({x}) = {ours}, exact {exact}"
-            );
-            x *= 1.000_37;
-        }
-    }
-}

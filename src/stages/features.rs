@@ -864,7 +864,7 @@ pub fn run_to_files(
 /// Writes the row groups of `kept` (a local Parquet file, optional) and of `staged` (files of
 /// `root`), in that order, into one Parquet file at `path`, through `<path>.tmp` and a rename.
 /// The column chunks are copied byte for byte, as `parquet-concat` does: nothing is decoded or
-/// compressed a second time, and memory stays at one staged file (64 MB). All inputs must have the
+/// compressed a second time, and nothing is held in memory but the footers. All inputs must have the
 /// features table's Parquet schema; the Arrow schema is stored in the file's metadata, as
 /// `ArrowWriter` does (readers need it to see `FixedSizeList` rows). Returns the rows written.
 fn concat_features(
@@ -887,8 +887,14 @@ fn concat_features(
         rows += append_row_groups(&mut writer, &input, &parquet_schema, kept)?;
     }
     for rel in staged {
-        let input = root.read_bytes(rel)?;
-        rows += append_row_groups(&mut writer, &input, &parquet_schema, Path::new(rel))?;
+        // A local staging file is read where it lies (no 64 MB buffer); others are fetched.
+        if let Ok(local) = root.url_of(rel).to_file_path() {
+            let input = std::fs::File::open(&local).map_err(|e| Error::file(&local, None, e))?;
+            rows += append_row_groups(&mut writer, &input, &parquet_schema, &local)?;
+        } else {
+            let input = root.read_bytes(rel)?;
+            rows += append_row_groups(&mut writer, &input, &parquet_schema, Path::new(rel))?;
+        }
     }
     writer.close()?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file(path, None, e))?;
