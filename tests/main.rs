@@ -7,6 +7,7 @@ mod audio_decode;
 mod audio_fbank;
 mod audio_golden;
 mod audio_resample;
+mod audio_simd;
 mod cli;
 mod demo_data;
 mod ensemble;

@@ -24,6 +24,7 @@ use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 use symphonia::core::sample::Sample;
 
+use super::fbank::Kernel;
 use crate::error::{Error, Result, WithPath};
 
 /// The name errors give to audio decoded by [`decode_bytes`], which has no file.
@@ -160,24 +161,7 @@ fn decode_pcm_wav(bytes: &[u8], origin: &Path) -> Result<Option<Decoded>> {
     if frames == 0 {
         return Err(corrupt("no samples in the data chunk"));
     }
-    let samples = (0..f.channels)
-        .map(|c| match (f.format, f.bits) {
-            (WAVE_FORMAT_PCM, 8) => {
-                channel(data, f.block_align, c, |[b]| (f32::from(b) - 128.0) * S8)
-            }
-            (WAVE_FORMAT_PCM, 16) => channel(data, f.block_align, c, |b| {
-                f32::from(i16::from_le_bytes(b)) * S16
-            }),
-            (WAVE_FORMAT_PCM, 24) => channel(data, f.block_align, c, |[b0, b1, b2]| {
-                (i32::from_le_bytes([0, b0, b1, b2]) >> 8) as f32 * S24
-            }),
-            (WAVE_FORMAT_PCM, _) => channel(data, f.block_align, c, |b| {
-                i32::from_le_bytes(b) as f32 * S32
-            }),
-            (_, 32) => channel(data, f.block_align, c, f32::from_le_bytes),
-            (_, _) => channel(data, f.block_align, c, |b| f64::from_le_bytes(b) as f32),
-        })
-        .collect();
+    let samples = convert_pcm(&f, data);
     let declared_frames = declared_bytes.map(|b| b / f.block_align as u64);
     Ok(Some(Decoded {
         sample_rate: f.sample_rate,
@@ -187,15 +171,54 @@ fn decode_pcm_wav(bytes: &[u8], origin: &Path) -> Result<Option<Decoded>> {
     }))
 }
 
-/// Channel `c` of interleaved frames of `block` bytes, each sample `N` little-endian bytes.
+/// The samples of `data` (whole frames of PCM in format `f`), one vector per channel; with AVX2
+/// where the CPU has it (the conversions are exact or one rounding, so the result is the same).
+fn convert_pcm(f: &WavFormat, data: &[u8]) -> Vec<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn convert_avx2(f: &WavFormat, data: &[u8]) -> Vec<Vec<f32>> {
+        convert_pcm_inline(f, data)
+    }
+    match Kernel::best() {
+        Kernel::Portable => convert_pcm_inline(f, data),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only chosen where the CPU has AVX2.
+        Kernel::Avx2 => unsafe { convert_avx2(f, data) },
+    }
+}
+
+#[inline(always)]
+fn convert_pcm_inline(f: &WavFormat, data: &[u8]) -> Vec<Vec<f32>> {
+    let block = f.block_align;
+    (0..f.channels)
+        .map(|c| match (f.format, f.bits) {
+            (WAVE_FORMAT_PCM, 8) => channel(data, block, c, |[b]| (f32::from(b) - 128.0) * S8),
+            (WAVE_FORMAT_PCM, 16) => channel(data, block, c, |b| f32::from(i16::from_le_bytes(b)) * S16),
+            (WAVE_FORMAT_PCM, 24) => channel(data, block, c, |[b0, b1, b2]| {
+                (i32::from_le_bytes([0, b0, b1, b2]) >> 8) as f32 * S24
+            }),
+            (WAVE_FORMAT_PCM, _) => channel(data, block, c, |b| i32::from_le_bytes(b) as f32 * S32),
+            (_, 32) => channel(data, block, c, f32::from_le_bytes),
+            (_, _) => channel(data, block, c, |b| f64::from_le_bytes(b) as f32),
+        })
+        .collect()
+}
+
+/// Channel `c` of interleaved frames of `block` bytes, each sample `N` little-endian bytes. Mono
+/// (`block == N`) is a loop over fixed-size chunks, which the compiler vectorises.
+#[inline(always)]
 fn channel<const N: usize>(
     data: &[u8],
     block: usize,
     c: usize,
     convert: impl Fn([u8; N]) -> f32,
 ) -> Vec<f32> {
+    let sample = |b: &[u8]| convert(b.try_into().expect("N bytes"));
+    if block == N {
+        return data.chunks_exact(N).map(sample).collect();
+    }
     data.chunks_exact(block)
-        .map(|frame| convert(frame[c * N..(c + 1) * N].try_into().expect("N bytes")))
+        .map(|frame| sample(&frame[c * N..(c + 1) * N]))
         .collect()
 }
 

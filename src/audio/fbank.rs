@@ -14,10 +14,11 @@
 //!
 //! [`Fbank`] holds everything that depends only on the sample rate (window, sparse mel filters,
 //! FFT plan); build it once per rate and share it between threads.
-
-use std::sync::Arc;
-
-use realfft::{RealFftPlanner, RealToComplex};
+//!
+//! Speed: frames are computed [`LANES`] at a time, each step a vector operation over the frames of
+//! the group (see [`super::fft`]). The kernel is compiled twice, for the baseline instruction set
+//! and for AVX2 (chosen at run time, see [`Kernel`]); both do the same IEEE operations in the same
+//! order, so they give bit-identical results, which the tests check.
 
 /// Filterbank settings; [`Default`] gives PSLA's.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +50,7 @@ impl Default for FbankConfig {
     }
 }
 
-/// Frames whose mel energies are computed together (two SSE or one AVX vector of `f32`).
-const LANES: usize = 8;
+use super::fft::{LANES, Lanes, RealFft};
 
 /// One triangular mel filter, stored sparsely: its non-zero weights start at FFT bin `first`.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ struct MelFilter {
 }
 
 /// A filterbank for one sample rate. Cheap to share (`Send + Sync`); [`Fbank::compute`] allocates
-/// its scratch buffers once per call, never per frame.
+/// its scratch buffers (about 40 kB) once per call, never per frame.
 #[derive(Clone)]
 pub struct Fbank {
     sample_rate: u32,
@@ -70,7 +70,7 @@ pub struct Fbank {
     /// Symmetric Hann window of `window_size` points.
     window: Vec<f32>,
     filters: Vec<MelFilter>,
-    fft: Arc<dyn RealToComplex<f32>>,
+    fft: RealFft,
 }
 
 impl std::fmt::Debug for Fbank {
@@ -116,7 +116,7 @@ impl Fbank {
             preemphasis: cfg.preemphasis as f32,
             window: hann_window(window_size),
             filters: mel_filters(cfg, fft_size, rate),
-            fft: RealFftPlanner::<f32>::new().plan_fft_forward(fft_size),
+            fft: RealFft::new(fft_size),
         }
     }
 
@@ -160,37 +160,80 @@ impl Fbank {
     /// [`Fbank::compute`] of `wave - offset`, without a copy of the clip: each sample is rounded
     /// to `x - offset` in `f32` first, as torchaudio's `waveform - waveform.mean()` does.
     pub fn compute_offset(&self, wave: &[f32], offset: f32) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.compute_offset_into(wave, offset, &mut out);
+        out
+    }
+
+    /// [`Fbank::compute_offset`] into `out` (cleared first), so that a caller featurising many
+    /// clips can reuse one buffer: a fresh 0.5 MB buffer per clip costs more in page faults than
+    /// the filterbank itself.
+    pub fn compute_offset_into(&self, wave: &[f32], offset: f32, out: &mut Vec<f32>) {
+        self.compute_with(Kernel::best(), wave, offset, out);
+    }
+
+    /// [`Fbank::compute_offset_into`] with a given kernel ([`Kernel::best`] is the fastest the
+    /// CPU has); the tests check that every kernel gives the same bits.
+    pub fn compute_with(&self, kernel: Kernel, wave: &[f32], offset: f32, out: &mut Vec<f32>) {
+        out.clear();
+        out.resize(self.num_frames(wave.len()) * self.filters.len(), 0.0);
+        match kernel {
+            Kernel::Portable => self.fill(wave, offset, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                assert!(
+                    std::arch::is_x86_feature_detected!("avx2"),
+                    "fbank: Kernel::Avx2 on a CPU without AVX2"
+                );
+                // SAFETY: the CPU has AVX2 (just checked; the check is a cached load).
+                unsafe { self.fill_avx2(wave, offset, out) }
+            }
+        }
+    }
+
+    /// [`Fbank::fill`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn fill_avx2(&self, wave: &[f32], offset: f32, out: &mut [f32]) {
+        self.fill(wave, offset, out);
+    }
+
+    /// Writes the filterbank of `wave - offset` into `out` (`num_frames * num_mel_bins` values).
+    /// Everything it calls is `#[inline(always)]`, so that it all compiles with the caller's
+    /// instruction set.
+    #[inline(always)]
+    fn fill(&self, wave: &[f32], offset: f32, out: &mut [f32]) {
         let bins = self.filters.len();
-        let frames = self.num_frames(wave.len());
-        let mut out = vec![0.0f32; frames * bins];
+        let half = self.fft.len() / 2;
         let mut centred = vec![0.0f32; self.window_size];
-        let mut frame = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
-        // Power spectra of a group of LANES frames, interleaved: bin k of lane l at k * LANES + l,
-        // so that each mel weight multiplies all frames of the group in one vector operation.
-        // The Nyquist bin, which no mel filter uses, is left out.
-        let mut power = vec![0.0f32; self.fft.len() / 2 * LANES];
-        for group_start in (0..frames).step_by(LANES) {
-            let group = (frames - group_start).min(LANES);
+        // Zero-padded to the FFT length once; prepare_frame writes only the window.
+        let mut frame = vec![0.0f32; self.fft.len()];
+        // The frames of a group, interleaved (see fft.rs); after the FFT, `re[k]` holds bin k of
+        // the power spectrum of every frame of the group (the Nyquist bin, which no mel filter
+        // uses, is left out), so that each mel weight multiplies all frames in one operation.
+        let mut re: Vec<Lanes> = vec![[0.0; LANES]; half];
+        let mut im: Vec<Lanes> = vec![[0.0; LANES]; half];
+        for (group_index, rows) in out.chunks_mut(LANES * bins).enumerate() {
+            let group = rows.len() / bins;
             for lane in 0..group {
-                let start = (group_start + lane) * self.window_shift;
+                let start = (group_index * LANES + lane) * self.window_shift;
                 let raw = &wave[start..start + self.window_size];
                 self.prepare_frame(raw, offset, &mut centred, &mut frame);
-                self.fft
-                    .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
-                    .expect("fbank: FFT buffers have the planned sizes");
-                for (bin, c) in power.chunks_exact_mut(LANES).zip(&spectrum) {
-                    bin[lane] = c.re * c.re + c.im * c.im;
+                self.fft.load_lane(&frame, lane, &mut re, &mut im);
+            }
+            // The lanes of a last, partial group: zeros (computed, never stored).
+            for lane in group..LANES {
+                for (r, i) in re.iter_mut().zip(im.iter_mut()) {
+                    r[lane] = 0.0;
+                    i[lane] = 0.0;
                 }
             }
-            let rows = &mut out[group_start * bins..(group_start + group) * bins];
+            self.fft.power(&mut re, &mut im);
             for (m, filter) in self.filters.iter().enumerate() {
                 let mut energy = [0.0f32; LANES];
-                let band =
-                    &power[filter.first * LANES..(filter.first + filter.weights.len()) * LANES];
-                for (bin, &w) in band.chunks_exact(LANES).zip(&filter.weights) {
-                    for (e, &p) in energy.iter_mut().zip(bin) {
+                let band = &re[filter.first..filter.first + filter.weights.len()];
+                for (power, &w) in band.iter().zip(&filter.weights) {
+                    for (e, &p) in energy.iter_mut().zip(power) {
                         *e += p * w;
                     }
                 }
@@ -202,18 +245,18 @@ impl Fbank {
                 }
             }
         }
-        out
     }
 
-    /// Fills `frame` (FFT length) with the samples of `raw` (window length) less `offset`, then
-    /// less their mean, pre-emphasised, windowed and zero-padded; `centred` is scratch of window
-    /// length. The FFT uses its input as scratch, so the padding is rewritten every time.
+    /// Fills the first `window_size` values of `frame` with the samples of `raw` (window length)
+    /// less `offset`, then less their mean, pre-emphasised and windowed; `centred` is scratch of
+    /// window length. The rest of `frame` is the zero padding, left as it is.
+    #[inline(always)]
     fn prepare_frame(&self, raw: &[f32], offset: f32, centred: &mut [f32], frame: &mut [f32]) {
         for (c, &x) in centred.iter_mut().zip(raw) {
             *c = x - offset;
         }
         // torchaudio takes the mean in float32; a float64 sum rounded once is as close as it gets.
-        let mean = (sum_f64(centred) / centred.len() as f64) as f32;
+        let mean = (sum_f64_inline(centred) / centred.len() as f64) as f32;
         for c in centred.iter_mut() {
             *c -= mean;
         }
@@ -226,12 +269,53 @@ impl Fbank {
         {
             *out = (x - p * previous) * w;
         }
-        frame[self.window_size..].fill(0.0);
     }
 }
 
-/// The sum of `xs` in float64, in eight independent lanes so that it vectorises.
+/// Which compilation of the filterbank kernel runs. All give bit-identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// The baseline instruction set (SSE2 on x86-64), any CPU.
+    Portable,
+    /// AVX2, on x86-64 CPUs that have it.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// AVX2 where the CPU has it, unless `PSLA_SIMD=portable` is set (for comparisons).
+    pub fn best() -> Self {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced_portable = std::env::var("PSLA_SIMD").is_ok_and(|v| v == "portable");
+            #[cfg(target_arch = "x86_64")]
+            if !forced_portable && std::arch::is_x86_feature_detected!("avx2") {
+                return Kernel::Avx2;
+            }
+            let _ = forced_portable;
+            Kernel::Portable
+        })
+    }
+}
+
+/// The sum of `xs` in float64, in eight independent lanes so that it vectorises (with AVX2 where
+/// the CPU has it; the result is the same either way).
 pub(crate) fn sum_f64(xs: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn sum_avx2(xs: &[f32]) -> f64 {
+        sum_f64_inline(xs)
+    }
+    match Kernel::best() {
+        Kernel::Portable => sum_f64_inline(xs),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only chosen where the CPU has AVX2.
+        Kernel::Avx2 => unsafe { sum_avx2(xs) },
+    }
+}
+
+#[inline(always)]
+fn sum_f64_inline(xs: &[f32]) -> f64 {
     let mut lanes = [0.0f64; 8];
     let chunks = xs.chunks_exact(8);
     let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x)).sum();
@@ -248,6 +332,7 @@ pub(crate) fn sum_f64(xs: &[f32]) -> f64 {
 /// Cephes' `logf`: `x = m 2^e` with `m` in `[sqrt(1/2), sqrt(2))`, a degree-9 polynomial in
 /// `m - 1`, and `ln 2` split in two for an exact `e ln 2`; within 2 ulp of the exact value (see the
 /// tests), as torch's own vectorised `log` is within 1.
+#[inline(always)]
 fn ln(x: f32) -> f32 {
     const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
     let bits = x.to_bits();
@@ -347,3 +432,4 @@ fn mel_filters(cfg: &FbankConfig, fft_size: usize, rate: f64) -> Vec<MelFilter> 
         })
         .collect()
 }
+

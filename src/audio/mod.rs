@@ -9,6 +9,7 @@
 
 pub mod decode;
 pub mod fbank;
+mod fft;
 pub mod resample;
 
 use std::collections::HashMap;
