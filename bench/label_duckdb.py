@@ -8,7 +8,7 @@ by DuckDB on the same Parquet inputs, in the order src/stages/label.rs runs them
 --plan psla (the default), what psla does:
   checks.sql         the input checks: a pass over the scores, grouped by clip   (--no-checks skips it)
   needed_pairs.sql   -> temp table needed_pairs (original labels, their children and ancestors)
-  needed_scores.sql  -> temp table teacher_scores: the second and last pass over the scores
+  needed_scores.sql  -> temp table needed_scores: the second and last pass over the scores
   thresholds.sql     -> temp table thresholds
   type1.sql, type2.sql -> temp tables added_type1, added_type2
   merge.sql          -> temp table labels_enhanced, written to OUT (zstd Parquet)
@@ -106,9 +106,9 @@ def main():
         step("needed_pairs", lambda: con.execute("CREATE TEMP TABLE needed_pairs AS " + sql(
             "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
         step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))
-        con.execute("DROP VIEW teacher_scores")  # from here on, teacher_scores is the needed scores (as in psla)
-        con.execute("ALTER TABLE needed_scores RENAME TO teacher_scores")
-        steps["kept_scores"] = con.execute("SELECT COUNT(*) FROM teacher_scores").fetchone()[0]
+        steps["kept_scores"] = con.execute("SELECT COUNT(*) FROM needed_scores").fetchone()[0]
+    else:  # the rules read the whole score file
+        con.execute("CREATE VIEW needed_scores AS SELECT * FROM teacher_scores")
     kind, pct = KINDS[args.threshold]
     step("thresholds", lambda: con.execute("CREATE TEMP TABLE thresholds AS " + sql(
         "thresholds.sql", kind=kind, percentile=pct, min_support="1", threshold_kind=args.threshold)))

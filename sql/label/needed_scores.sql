@@ -5,7 +5,7 @@
 -- and probed by every partition of the teacher's scan (DataFusion's CollectLeft mode: the stage
 -- raises the optimizer's single-partition thresholds for it), so that the 1.076 billion score rows
 -- are streamed through once and never shuffled or held in memory. The result then stands in for
--- teacher_scores in thresholds.sql, type1.sql and type2.sql.
+-- the whole teacher table in thresholds.sql, type1.sql and type2.sql, which read it as needed_scores.
 --
 -- Inputs: teacher_scores (clip_id, mid, score), needed_pairs (clip_id, mid).
 -- Placeholders: none.

@@ -280,8 +280,8 @@ pub fn bind(sql: &str, values: &[(&str, &str)]) -> Result<String> {
 
 /// Run label enhancement in a session where `labels`, `teacher_scores`, `classes`, `ontology` and
 /// `ontology_edges` are registered. Registers the intermediate results (`needed_pairs`,
-/// `thresholds`, `added_type1`, `added_type2`, `labels_enhanced`, `label_thresholds`) in the
-/// session too, and replaces `teacher_scores` by the scores of the needed pairs.
+/// `needed_scores`: the teacher's scores of those pairs, `thresholds`, `added_type1`, `added_type2`,
+/// `labels_enhanced`, `label_thresholds`) in the session too.
 pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> {
     let (type1, type2) = params.rules().map_err(Error::invalid)?;
     plan_for_one_pass(session);
@@ -303,7 +303,7 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     session.register_batches("needed_pairs", &needed)?;
     lap("needed pairs");
     let kept = session.query_read_only(sql::NEEDED_SCORES)?;
-    session.register_batches("teacher_scores", &kept)?;
+    session.register_batches("needed_scores", &kept)?;
     lap("needed scores");
 
     let (kind, percentile) = params.threshold.sql_binding();
