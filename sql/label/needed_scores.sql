@@ -1,10 +1,10 @@
 -- needed_scores.sql -- the one pass of the rules over the teacher's scores: the scores of the
 -- pairs in needed_pairs (the output of needed_pairs.sql, a table of ~16M rows at AudioSet scale).
 --
--- The label stage runs this with needed_pairs as the build side of the hash join, collected once
--- and probed by every partition of the teacher's scan (DataFusion's CollectLeft mode: the stage
--- raises the optimizer's single-partition thresholds for it), so that the 1.076 billion score rows
--- are streamed through once and never shuffled or held in memory. The result then stands in for
+-- The label stage plans this join as written (src/stages/label.rs query_needed_scores): the left
+-- side, needed_pairs, is the hash table, collected once and probed by every partition of the
+-- teacher's scan (DataFusion's CollectLeft mode), so that the 1.076 billion score rows are
+-- streamed through once, never shuffled between threads nor held in memory. The result stands in for
 -- the whole teacher table in thresholds.sql, type1.sql and type2.sql, which read it as needed_scores.
 --
 -- Inputs: teacher_scores (clip_id, mid, score), needed_pairs (clip_id, mid).

@@ -284,7 +284,6 @@ pub fn bind(sql: &str, values: &[(&str, &str)]) -> Result<String> {
 /// `labels_enhanced`, `label_thresholds`) in the session too.
 pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> {
     let (type1, type2) = params.rules().map_err(Error::invalid)?;
-    plan_for_one_pass(session);
     let mut steps = Vec::new();
     let mut clock = std::time::Instant::now();
     let mut lap = |name: &'static str| {
@@ -302,7 +301,7 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     )?)?;
     session.register_batches("needed_pairs", &needed)?;
     lap("needed pairs");
-    let kept = session.query_read_only(sql::NEEDED_SCORES)?;
+    let kept = query_needed_scores(session)?;
     session.register_batches("needed_scores", &kept)?;
     lap("needed scores");
 
@@ -350,20 +349,29 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     })
 }
 
-/// Planner settings for the label session. `needed_scores.sql` joins the teacher's scores (up to
-/// billions of rows) with the needed pairs (millions, an in-memory table of known size): the pairs
-/// must be the hash table, built once and probed by every partition of the scan (CollectLeft),
-/// not a partitioned join that hashes and shuffles every score row between threads, which is what
-/// DataFusion's defaults (collect a side only under 1 MB / 128K rows) would choose. The dynamic
-/// filter such a join pushes into the scan would test every score row against the same hash
-/// table a second time, so it is off.
-fn plan_for_one_pass(session: &Session) {
+/// Run `needed_scores.sql` with its join planned as written. It joins the teacher's scores (up to
+/// billions of rows, streamed from Parquet) with the needed pairs (millions, in memory): the pairs
+/// must be the hash table, built once and probed by every partition of the scan (CollectLeft).
+/// DataFusion's defaults would choose otherwise: a partitioned join (collecting a side only under
+/// 1 MB / 128K rows) hashes and shuffles every score row between threads, and its statistics-driven
+/// swap of the join sides can put the Parquet side in the hash table (its size estimate is not its
+/// size), i.e. load every score into memory. So, for this one query: no swap, the left side
+/// (needed_pairs) collected whatever its size, and no dynamic filter (it would test every score row
+/// against the same hash table a second time). The session's settings are restored afterwards.
+fn query_needed_scores(session: &Session) -> Result<TableData> {
     let state = session.context().state_ref();
-    let mut state = state.write();
-    let optimizer = &mut state.config_mut().options_mut().optimizer;
-    optimizer.hash_join_single_partition_threshold = 16 << 30;
-    optimizer.hash_join_single_partition_threshold_rows = 1 << 31;
-    optimizer.enable_join_dynamic_filter_pushdown = false;
+    let saved = state.read().config().options().optimizer.clone();
+    {
+        let mut state = state.write();
+        let optimizer = &mut state.config_mut().options_mut().optimizer;
+        optimizer.join_reordering = false;
+        optimizer.hash_join_single_partition_threshold = usize::MAX;
+        optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+    }
+    let result = session.query_read_only(sql::NEEDED_SCORES);
+    state.write().config_mut().options_mut().optimizer = saved;
+    result
 }
 
 /// Run checks.sql; an error for missing, duplicate or invalid teacher scores, with examples.
