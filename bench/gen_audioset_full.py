@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deterministic AudioSet-full-scale labels and teacher scores for the label / sample benchmarks.
 
-    gen_audioset_full.py OUT_DIR [--clips 2041789] [--seed 1] [--chunk-clips 2000]
+    gen_audioset_full.py OUT_DIR [--clips 2041789] [--seed 1] [--chunk-clips 2000] [--labels-only]
 
 Writes, under OUT_DIR:
   labels.parquet          (clip_id string, mid string): every clip's label set, drawn with
@@ -12,8 +12,13 @@ Writes, under OUT_DIR:
                           class_labels_indices.csv (527), 1.076 billion rows at full scale, zstd,
                           one row group per --chunk-clips clips (2,000 clips = 1,054,000 rows),
                           clips in clip_id order, classes in vocabulary-index order.
+  labels.json             the parameters and the label counts; written right after labels.parquet.
   params.json             the parameters, sizes and generation time; written last, so its presence
                           with the same parameters means the data is complete (the caller's cache).
+
+--labels-only stops after labels.parquet and labels.json (bench/sample.sh needs no scores). The
+labels do not depend on the scores: a later full run with the same parameters draws the same labels
+(the same random stream, in the same order) and keeps labels.parquet when labels.json matches.
 
 Clip ids are unique 11-character YouTube-like ids (A-Z a-z 0-9 - _), seeded and sorted.
 
@@ -109,6 +114,7 @@ def main():
     ap.add_argument("--labels-src", default=os.path.join(SHARED, "reference/label_stage/labels.parquet"))
     ap.add_argument("--classes", default=os.path.join(SHARED, "data/audioset/class_labels_indices.csv"))
     ap.add_argument("--ontology", default=os.path.join(SHARED, "data/audioset/ontology.json"))
+    ap.add_argument("--labels-only", action="store_true", help="write labels.parquet (and labels.json) only")
     args = ap.parse_args()
     params = {
         "version": VERSION, "clips": args.clips, "seed": args.seed, "chunk_clips": args.chunk_clips,
@@ -116,14 +122,22 @@ def main():
         "labels_src": os.path.abspath(args.labels_src), "classes": os.path.abspath(args.classes),
         "ontology": os.path.abspath(args.ontology),
     }
+    # what the labels depend on (the scores come later from the same random stream)
+    label_params = {k: params[k] for k in ("version", "clips", "seed", "labels_src", "classes")}
     os.makedirs(args.out_dir, exist_ok=True)
     stamp = os.path.join(args.out_dir, "params.json")
-    if os.path.exists(stamp):
-        old = json.load(open(stamp))
-        if old.get("params") == params:
-            print(f"cached: {args.out_dir}", file=sys.stderr)
-            return
-        os.remove(stamp)
+    label_stamp = os.path.join(args.out_dir, "labels.json")
+
+    def stamped(path, want):
+        return os.path.exists(path) and json.load(open(path)).get("params") == want
+
+    if stamped(stamp, params) or (args.labels_only and stamped(label_stamp, label_params)):
+        print(f"cached: {args.out_dir}", file=sys.stderr)
+        return
+    labels_cached = stamped(label_stamp, label_params)
+    for path in (stamp, label_stamp) if not labels_cached else (stamp,):
+        if os.path.exists(path):
+            os.remove(path)
     started = time.time()
 
     mids = pacsv.read_csv(args.classes).sort_by("index")["mid"].to_pylist()
@@ -157,17 +171,26 @@ def main():
     # label k of clip i: set_mid[set_off[pick[i]] + (k - lab_off[i])]
     lab_clip = np.repeat(np.arange(args.clips, dtype=np.int64), n_lab)
     lab_mid = set_mid[np.repeat(set_off[pick], n_lab) + (np.arange(total_labels) - np.repeat(lab_off[:-1], n_lab))]
-    t_neg = beta_table(rng, 0.6, 12)
-    t_pos = beta_table(rng, 4, 2)
 
     # labels.parquet: plain strings
     id_array = pa.array(ids, type=pa.binary(11)).cast(pa.string())
     mid_array = pa.array(mids, type=pa.string())
-    labels = pa.table({"clip_id": id_array.take(pa.array(lab_clip)), "mid": mid_array.take(pa.array(lab_mid))})
     lab_path = os.path.join(args.out_dir, "labels.parquet")
-    pq.write_table(labels, lab_path + ".partial", compression="zstd")
-    os.replace(lab_path + ".partial", lab_path)
-    del labels
+    if not labels_cached:
+        labels = pa.table({"clip_id": id_array.take(pa.array(lab_clip)), "mid": mid_array.take(pa.array(lab_mid))})
+        pq.write_table(labels, lab_path + ".partial", compression="zstd")
+        os.replace(lab_path + ".partial", lab_path)
+        del labels
+        with open(label_stamp + ".partial", "w") as f:
+            json.dump({"params": label_params, "labels_rows": total_labels, "clips": args.clips,
+                       "labels_bytes": os.path.getsize(lab_path),
+                       "generation_s": round(time.time() - started, 1)}, f, indent=1)
+        os.replace(label_stamp + ".partial", label_stamp)
+        print(f"labels: {args.clips:,} clips, {total_labels:,} labels -> {lab_path}", file=sys.stderr)
+    if args.labels_only:
+        return
+    t_neg = beta_table(rng, 0.6, 12)
+    t_pos = beta_table(rng, 4, 2)
 
     # teacher_scores.parquet, chunk by chunk
     schema = pa.schema([("clip_id", pa.dictionary(pa.int32(), pa.string())),

@@ -6,16 +6,17 @@
 #     replacement from the real balanced-train label sets (~2.39 labels per clip), and teacher
 #     scores for every clip x every one of the 527 classes in long zstd Parquet (clip_id, mid, score):
 #     1.076 billion rows at full scale (~1.9 GB);
-#  2. `psla label --threshold mean --rules type1,type2` on it: wall time, peak RSS, CPU time;
-#  3. DuckDB (from PyPI, in a venv, threads=2) running psla's own sql/label/*.sql on the same files
-#     (bench/label_duckdb.py): the thresholds, type1, type2 and merge steps, outputs written
-#     ("port": a pass over the scores per step, as psla's plan); then "onepass": DuckDB first keeps,
-#     in one pass, only the scores of original labels and their children and ancestors, and runs the
-#     same SQL on those (what a DuckDB user would write; PSLA_BENCH_DUCKDB_ONEPASS=0 skips it);
-#     with PSLA_BENCH_DUCKDB_CHECKS=1 also the port plus checks.sql, the input-check pass psla always
-#     makes;
-#  4. the two outputs compared (clip_id, mid, origin, via_mid and thresholds), untimed;
+#  2. `psla label --threshold mean --rules type1,type2` on it: wall time, peak RSS, CPU time, and
+#     the seconds of its steps (its `label steps:` line);
+#  3. DuckDB (from PyPI, in a venv, threads=2) running psla's own sql/label/*.sql on the same files,
+#     in psla's order (bench/label_duckdb.py): checks, needed pairs, the one pass keeping their
+#     scores, thresholds, type1, type2, merge, outputs written: the same job, the same SQL;
+#     then (PSLA_BENCH_DUCKDB_NOCHECKS=1, the default) the same without checks.sql: DuckDB's time for
+#     the enhancement alone, a floor; with PSLA_BENCH_DUCKDB_DIRECT=1 also psla's earlier plan
+#     (thresholds, type1 and type2 each reading the whole score file);
+#  4. the outputs compared label for label (clip_id, mid, origin, via_mid; thresholds), untimed;
 #  5. a summary table: times, peaks and the ratios psla / DuckDB.
+#  PSLA_BENCH_REPEAT rounds (default 1) of 2 and 3, alternating; the table shows medians.
 # Each timed run is a separate process under bench/label_measure.py: wall time, peak RSS (ru_maxrss),
 # a timeout (PSLA_BENCH_TIMEOUT, default 1200 s) and a memory cap (PSLA_BENCH_MEM_CAP_MB, default
 # MemAvailable - 2 GB, at most 22 GB): a run past either is killed and reported as such, with the
@@ -28,12 +29,13 @@
 #  PSLA_CACHE_DIR         where the venv goes [~/.cache/psla]: bench-label-venv with numpy, pyarrow, duckdb
 #  PSLA_BENCH_TIMEOUT     seconds per timed run [1200]
 #  PSLA_BENCH_MEM_CAP_MB  RSS cap per timed run
-#  PSLA_BENCH_THREADS     DuckDB threads [2]; psla uses all cores (DataFusion's default)
-#  PSLA_BENCH_DUCKDB_ONEPASS 0: skip the DuckDB one-pass run
-#  PSLA_BENCH_DUCKDB_CHECKS 1: also run DuckDB's port with checks.sql
+#  PSLA_BENCH_THREADS     DuckDB threads [2]; psla uses all cores (DataFusion's default), pinned to
+#                         that many cores (taskset) where the machine has more
+#  PSLA_BENCH_DUCKDB_NOCHECKS 0: skip the DuckDB run without checks.sql
+#  PSLA_BENCH_DUCKDB_DIRECT 1: also run psla's earlier four-pass plan in DuckDB
+#  PSLA_BENCH_REPEAT      rounds of the timed runs [1]
 #  PSLA_BENCH_SKIP_PSLA / PSLA_BENCH_SKIP_DUCKDB  1: skip that tool
 #  PSLA_BENCH_KEEP_OUT    1: keep the output Parquet files
-#  PSLA_BENCH_PHASES      0: do not trace psla's file opens (they time its steps; needs strace)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -44,7 +46,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --clips) CLIPS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "usage: bench/label.sh [--clips N] [--seed S]" >&2; exit 2 ;;
   esac
 done
@@ -111,7 +113,8 @@ MEM_CAP=${PSLA_BENCH_MEM_CAP_MB:-$(( avail_mb - 2048 < 22528 ? avail_mb - 2048 :
 RUN="$DATA_DIR/run-label-c$CLIPS"
 rm -rf "$RUN" && mkdir -p "$RUN"
 MACHINE="$(nproc) cores, $(awk '/^MemTotal:/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) RAM"
-log "machine: $MACHINE; load before: $(cut -d' ' -f1-3 /proc/loadavg); rustc running: $(pgrep -c rustc || true)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "machine: $MACHINE; load before: $LOAD_BEFORE; rustc running: $(pgrep -c rustc || true)"
 log "limits per run: ${TIMEOUT} s, RSS cap ${MEM_CAP} MB"
 
 measure() {  # NAME CMD...: run under label_measure.py, results in $RUN/NAME.json, log in $RUN/NAME.log
@@ -123,40 +126,39 @@ measure() {  # NAME CMD...: run under label_measure.py, results in $RUN/NAME.jso
   "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print('    wall %.1f s, peak %.0f MB, cpu %.1f s, rc %s%s%s' % (r['wall_s'], r['peak_rss_mb'], r['user_s'] + r['sys_s'], r['rc'], ', TIMED OUT' if r['timed_out'] else '', ', KILLED AT THE MEMORY CAP' if r['mem_capped'] else ''))" "$RUN/$name.json" >&2
 }
 
-if [ "${PSLA_BENCH_SKIP_PSLA:-0}" != 1 ]; then
-  # psla's phases: each of its queries opens the Parquet files anew, so the times at which it opens
-  # labels.parquet (strace, openat only, filtered in the kernel: negligible overhead) mark the start
-  # of checks, thresholds, type1, type2 and merge; label_report.py turns them into durations.
-  TRACE=()
-  if [ "${PSLA_BENCH_PHASES:-1}" = 1 ] && command -v strace >/dev/null && strace --seccomp-bpf -f -qq -e trace=openat -o /dev/null true 2>/dev/null; then
-    TRACE=(strace --seccomp-bpf -f -qq -ttt -e trace=openat -o "$RUN/psla.strace")
+REPEAT=${PSLA_BENCH_REPEAT:-1}
+# psla (DataFusion, tokio) uses as many threads as it has cores: on a machine with more cores than
+# DuckDB's threads, give it as many cores as DuckDB has threads
+PIN=()
+if [ "$(nproc)" -gt "$THREADS" ] && command -v taskset >/dev/null; then PIN=(taskset -c "0-$((THREADS - 1))"); fi
+duckdb_run() {  # NAME EXTRA_ARGS...
+  local name=$1; shift
+  measure "$name" "$PY" "$ROOT/bench/label_duckdb.py" --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" \
+    --classes "$CLASSES" --out "$RUN/$name.parquet" --threads "$THREADS" --temp-dir "$RUN/duckdb.tmp" "$@"
+}
+for i in $(seq 1 "$REPEAT"); do
+  [ "$REPEAT" = 1 ] || log "round $i/$REPEAT"
+  if [ "${PSLA_BENCH_SKIP_PSLA:-0}" != 1 ]; then
+    measure "psla-$i" "${PIN[@]}" "$PSLA" label --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" --classes "$CLASSES" \
+      --threshold mean --rules type1,type2 --out "$RUN/psla.parquet"
   fi
-  measure psla "${TRACE[@]}" "$PSLA" label --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" --classes "$CLASSES" \
-    --threshold mean --rules type1,type2 --out "$RUN/psla.parquet"
-fi
-if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then
-  measure duckdb "$PY" "$ROOT/bench/label_duckdb.py" --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" \
-    --classes "$CLASSES" --out "$RUN/duckdb.parquet" --threads "$THREADS" --temp-dir "$RUN/duckdb.tmp"
-  if [ "${PSLA_BENCH_DUCKDB_ONEPASS:-1}" != 0 ]; then
-    measure duckdb_onepass "$PY" "$ROOT/bench/label_duckdb.py" --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" \
-      --classes "$CLASSES" --out "$RUN/duckdb_onepass.parquet" --threads "$THREADS" --temp-dir "$RUN/duckdb.tmp" --plan onepass
+  if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then
+    duckdb_run "duckdb-$i"
+    if [ "${PSLA_BENCH_DUCKDB_NOCHECKS:-1}" != 0 ]; then duckdb_run "duckdb_nochecks-$i" --no-checks; fi
+    if [ "${PSLA_BENCH_DUCKDB_DIRECT:-0}" = 1 ]; then duckdb_run "duckdb_direct-$i" --plan direct; fi
   fi
-  if [ "${PSLA_BENCH_DUCKDB_CHECKS:-0}" = 1 ]; then
-    measure duckdb_checks "$PY" "$ROOT/bench/label_duckdb.py" --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" \
-      --classes "$CLASSES" --out "$RUN/duckdb_checks.parquet" --threads "$THREADS" --temp-dir "$RUN/duckdb.tmp" --checks
+done
+for name in duckdb duckdb_nochecks duckdb_direct; do
+  if [ -f "$RUN/psla.parquet" ] && [ -f "$RUN/$name-1.parquet" ]; then
+    log "comparing psla's output with $name's"
+    "$PY" "$ROOT/bench/label_compare.py" "$RUN/psla.parquet" "$RUN/$name-1.parquet" > "$RUN/compare-$name.json"
   fi
-fi
-if [ -f "$RUN/psla.parquet" ] && [ -f "$RUN/duckdb.parquet" ]; then
-  log "comparing the outputs"
-  "$PY" "$ROOT/bench/label_compare.py" "$RUN/psla.parquet" "$RUN/duckdb.parquet" > "$RUN/compare.json"
-fi
-if [ -f "$RUN/psla.parquet" ] && [ -f "$RUN/duckdb_onepass.parquet" ]; then
-  "$PY" "$ROOT/bench/label_compare.py" "$RUN/psla.parquet" "$RUN/duckdb_onepass.parquet" > "$RUN/compare_onepass.json"
-fi
+done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- summary
-"$PY" "$ROOT/bench/label_report.py" "$RUN" "$DATA/params.json" "$MACHINE" "$LOAD_AFTER" "$THREADS" | tee "$RUN/summary.txt"
+"$PY" "$ROOT/bench/label_report.py" "$RUN" "$DATA/params.json" "$MACHINE" "$LOAD_BEFORE" "$LOAD_AFTER" "$THREADS" "$REPEAT" \
+  | tee "$RUN/summary.txt"
 if [ "${PSLA_BENCH_KEEP_OUT:-0}" != 1 ]; then
   rm -rf "$RUN"/*.parquet "$RUN/duckdb.tmp"
 fi

@@ -1,25 +1,25 @@
 #!/usr/bin/env python3
 """The label-enhancement job of `psla label` in DuckDB: psla's own SQL files (sql/label/*.sql), run
-by DuckDB on the same Parquet inputs.
+by DuckDB on the same Parquet inputs, in the order src/stages/label.rs runs them.
 
     label_duckdb.py --labels L --teacher S --ontology O --classes C --out OUT.parquet
-                    [--threshold mean] [--rules type1,type2] [--threads 2] [--checks]
+                    [--threshold mean] [--rules type1,type2] [--threads 2] [--no-checks] [--plan psla|direct]
 
-What runs, in order (the steps of psla's label stage, src/stages/label.rs):
-  [checks.sql     only with --checks: psla always runs it: one more pass over the scores]
-  thresholds.sql  -> temp table thresholds   (a pass over teacher_scores joined to the labels)
-  type1.sql       -> temp table added_type1  (a pass joined to the candidate children)
-  type2.sql       -> temp table added_type2  (a pass joined to the candidate ancestors)
-  merge.sql       -> temp table labels_enhanced, written to OUT (zstd Parquet)
-  changes.sql     -> OUT.changes.parquet; thresholds -> OUT.thresholds.parquet
+--plan psla (the default), what psla does:
+  checks.sql         the input checks: a pass over the scores, grouped by clip   (--no-checks skips it)
+  needed_pairs.sql   -> temp table needed_pairs (original labels, their children and ancestors)
+  needed_scores.sql  -> temp table needed_scores: the second and last pass over the scores
+  thresholds.sql     -> temp table thresholds
+  type1.sql, type2.sql -> temp tables added_type1, added_type2
+  merge.sql          -> temp table labels_enhanced, written to OUT (zstd Parquet)
+  changes.sql        -> OUT.changes.parquet; thresholds -> OUT.thresholds.parquet
+--plan direct: psla's earlier plan, for reference: thresholds, type1 and type2 each read the whole
+  Parquet file (three passes, plus the checks' one).
 labels and teacher_scores are views over read_parquet(): nothing is loaded beforehand, as in psla.
 The SQL is psla's text with its ${placeholders} bound as psla binds them; the only dialect change is
 merge.sql's ordered aggregate first_value(x ORDER BY ...) -> DuckDB's first(x ORDER BY ...).
-
---plan onepass (not what psla does, a DuckDB user's shortcut): first keep, in ONE pass over the
-scores, those of the (clip, class) pairs the steps can read (original labels and their children and
-ancestors, a superset), as the temp table teacher_scores; then the same SQL on that small table.
-(--checks still reads the whole file: checks.sql runs on teacher_scores_file then.)
+The vocabulary tables are built as psla's ingest builds them (src/stages/ingest.rs vocabulary_tables:
+ontology edges only to children that are ontology entries).
 
 Prints one JSON line: counts (original, added by type1 / type2, enhanced, per origin) and the
 seconds of each step.
@@ -61,11 +61,11 @@ def main():
     ap.add_argument("--threshold", default="mean", choices=sorted(KINDS))
     ap.add_argument("--rules", default="type1,type2")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--checks", action="store_true", help="also run checks.sql, as psla does")
+    ap.add_argument("--no-checks", action="store_true", help="skip checks.sql (psla always runs it)")
     ap.add_argument("--temp-dir", default=None)
-    ap.add_argument("--plan", default="port", choices=["port", "onepass"],
-                    help="port: psla's SQL on the Parquet scores (a pass per step); onepass: first keep, in one "
-                         "pass, only the scores the steps can read, then psla's SQL on those")
+    ap.add_argument("--plan", default="psla", choices=["psla", "direct"],
+                    help="psla: as psla runs it (checks, then one pass keeping the needed scores); "
+                         "direct: thresholds, type1 and type2 each read the whole Parquet file")
     args = ap.parse_args()
     rules = set(r.strip() for r in args.rules.split(","))
     t1, t2 = "type1" in rules, "type2" in rules
@@ -83,7 +83,8 @@ def main():
         "id": [o["id"] for o in onto],
         "is_abstract": [o.get("restrictions") == ["abstract"] for o in onto],
     }))
-    edges = [(o["id"], c) for o in onto for c in o.get("child_ids", [])]
+    ids = {o["id"] for o in onto}
+    edges = [(o["id"], c) for o in onto for c in o.get("child_ids", []) if c in ids]
     con.register("ontology_edges", pa.table({"parent": [p for p, _ in edges], "child": [c for _, c in edges]}))
     con.execute(f"""CREATE TEMP TABLE classes AS
         SELECT CAST("index" AS INTEGER) AS "index", mid, display_name
@@ -98,39 +99,16 @@ def main():
         steps[name] = round(time.monotonic() - t, 2)
         return out
 
-    if args.plan == "onepass":
-        # The steps read a score only for an original label (thresholds) or for a child or ancestor
-        # of one (type1, type2). Keep those (clip, class) pairs' scores in one pass (a superset: any
-        # child, any ancestor, abstract or not), and let psla's SQL read them instead of the file.
-        con.execute("ALTER VIEW teacher_scores RENAME TO teacher_scores_file")
-        step("onepass_scan", lambda: con.execute("""
-            CREATE TEMP TABLE teacher_scores AS
-            WITH RECURSIVE walk (descendant, ancestor) AS (
-                SELECT child, parent FROM ontology_edges
-                UNION
-                SELECT w.descendant, e.parent FROM walk AS w JOIN ontology_edges AS e ON e.child = w.ancestor
-            ),
-            related (mid, other) AS (
-                SELECT parent, child FROM ontology_edges
-                UNION SELECT descendant, ancestor FROM walk
-            ),
-            original AS (SELECT DISTINCT clip_id, mid FROM labels),
-            wanted AS (
-                SELECT clip_id, mid FROM original
-                UNION
-                SELECT o.clip_id, r.other FROM original AS o JOIN related AS r ON r.mid = o.mid
-                WHERE r.other IN (SELECT mid FROM classes)
-            )
-            SELECT s.clip_id, s.mid, s.score
-            FROM teacher_scores_file AS s
-            SEMI JOIN wanted AS w ON w.clip_id = s.clip_id AND w.mid = s.mid"""))
-        steps["kept_scores"] = con.execute("SELECT COUNT(*) FROM teacher_scores").fetchone()[0]
-
     checks = None
-    if args.checks:
-        checks = step("checks", lambda: con.execute(
-            sql("checks.sql").replace("FROM teacher_scores AS s", "FROM teacher_scores_file AS s")
-            if args.plan == "onepass" else sql("checks.sql")).fetchone())
+    if not args.no_checks:
+        checks = step("checks", lambda: con.execute(sql("checks.sql")).fetchone())
+    if args.plan == "psla":
+        step("needed_pairs", lambda: con.execute("CREATE TEMP TABLE needed_pairs AS " + sql(
+            "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
+        step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))
+        steps["kept_scores"] = con.execute("SELECT COUNT(*) FROM needed_scores").fetchone()[0]
+    else:  # the rules read the whole score file
+        con.execute("CREATE VIEW needed_scores AS SELECT * FROM teacher_scores")
     kind, pct = KINDS[args.threshold]
     step("thresholds", lambda: con.execute("CREATE TEMP TABLE thresholds AS " + sql(
         "thresholds.sql", kind=kind, percentile=pct, min_support="1", threshold_kind=args.threshold)))

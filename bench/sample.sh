@@ -3,8 +3,8 @@
 # `psla sample` against a NumPy implementation of PSLA's formula run in the same benchmark.
 # Run from anywhere:  bench/sample.sh [--clips N] [--seed S]   (default 2,041,789 clips, ~4.87M labels)
 #
-#  1. the labels of bench/label.sh's data set (bench/gen_audioset_full.py, cached; generated here if
-#     missing, with the teacher scores, which this benchmark does not read);
+#  1. the labels of bench/label.sh's data set (bench/gen_audioset_full.py --labels-only, cached; the
+#     same labels bench/label.sh uses; ~5 s to generate, no teacher scores needed);
 #  2. `psla sample --labels L --classes C --out W --draws 1 --seed 1 --draws-out D` (weights, one
 #     epoch of draws, exposure, three Parquet files): wall time of the process and peak RSS;
 #  3. bench/sample_numpy.py: read the labels (pyarrow), ids to integers (pyarrow dictionary_encode),
@@ -65,18 +65,14 @@ if ! "$PSLA" --version >/dev/null 2>&1; then
 fi
 
 DATA="$DATA_DIR/audioset-c$CLIPS-s$SEED"
-if [ ! -f "$DATA/params.json" ]; then
-  avail_kb=$(df -Pk "$DATA_DIR" | awk 'NR==2 {print $4}')
-  need_kb=$(( CLIPS * 527 * 2 / 1024 + 2 * 1024 * 1024 ))
-  [ "$avail_kb" -ge "$need_kb" ] || die "$DATA_DIR has $((avail_kb / 1024)) MB free, the data needs ~$((need_kb / 1024)) MB: use --clips N"
-fi
-"$PY" "$ROOT/bench/gen_audioset_full.py" "$DATA" --clips "$CLIPS" --seed "$SEED"
+"$PY" "$ROOT/bench/gen_audioset_full.py" "$DATA" --clips "$CLIPS" --seed "$SEED" --labels-only
 LABELS=$DATA/labels.parquet
 
 RUN="$DATA_DIR/run-sample-c$CLIPS"
 rm -rf "$RUN" && mkdir -p "$RUN"
 MACHINE="$(nproc) cores, $(awk '/^MemTotal:/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) RAM"
-log "machine: $MACHINE; load before: $(cut -d' ' -f1-3 /proc/loadavg); rustc running: $(pgrep -c rustc || true)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "machine: $MACHINE; load before: $LOAD_BEFORE; rustc running: $(pgrep -c rustc || true)"
 for i in $(seq 1 "$REPEAT"); do
   log "round $i/$REPEAT"
   "$PY" "$ROOT/bench/label_measure.py" --json "$RUN/psla-$i.json" --log "$RUN/psla-$i.log" --timeout "$TIMEOUT" -- \
@@ -89,9 +85,9 @@ log "checking psla's weights against NumPy's"
 "$PY" "$ROOT/bench/sample_numpy.py" check --labels "$LABELS" --classes "$CLASSES" --psla-weights "$RUN/w.parquet" > "$RUN/check.json"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-"$PY" - "$RUN" "$REPEAT" "$DATA/params.json" "$MACHINE" "$LOAD_AFTER" <<'EOF' | tee "$RUN/summary.txt"
+"$PY" - "$RUN" "$REPEAT" "$DATA/labels.json" "$MACHINE" "$LOAD_BEFORE" "$LOAD_AFTER" <<'EOF' | tee "$RUN/summary.txt"
 import json, os, re, statistics, sys
-run, repeat, params, machine, load_after = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+run, repeat, params, machine, load_before, load_after = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 gen = json.load(open(params))
 med = statistics.median
 def runs(name):
@@ -110,7 +106,7 @@ chk = json.load(open(os.path.join(run, "check.json")))
 line = [l for l in ps[-1]["log"].splitlines() if l.startswith("sample:")]
 print(f"\nSampling weights + 1 epoch of weighted draws: {gen['params']['clips']:,} clips, {gen['labels_rows']:,} labels"
       f" (medians of {repeat} alternating runs)")
-print(f"machine: {machine}; load average after the runs: {load_after}\n")
+print(f"machine: {machine}; load average before / after the runs: {load_before} / {load_after}\n")
 cpu = lambda rs: med(r["user_s"] + r["sys_s"] for r in rs)
 print(f"{'run':<44} {'wall s':>8} {'peak RSS MB':>12} {'CPU s':>8}")
 print(f"{'psla sample (process)':<44} {med(r['wall_s'] for r in ps):>8.2f} {max(r['peak_rss_mb'] for r in ps):>12.0f} {cpu(ps):>8.2f}")

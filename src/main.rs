@@ -512,6 +512,7 @@ fn run(cli: Cli) -> Result<()> {
             write_parquet(&sibling(&out, "thresholds"), &result.thresholds)?;
             write_parquet(&sibling(&out, "changes"), &result.changes)?;
             writeln!(err, "label: {} in {:.2} s", result.summary(&params), started.elapsed().as_secs_f64())?;
+            writeln!(err, "label steps: {}", result.steps_line())?;
         }
         Command::Sample { labels, classes, out, draws, seed, uniform, draws_out } => {
             let params = psla::stages::sample::SampleParams { epochs: draws.unwrap_or(0), seed, uniform, splits: None };

@@ -23,23 +23,30 @@ WITH labeled AS (
     SELECT DISTINCT clip_id FROM labels
 ),
 vocab AS (
-    SELECT mid, CAST("index" AS BIGINT) AS i FROM classes
+    SELECT mid, CAST("index" AS BIGINT) AS i, CAST("index" AS BIGINT) * CAST("index" AS BIGINT) AS i2 FROM classes
 ),
 expected AS (
-    SELECT COUNT(*) AS n, SUM(i) AS s1, SUM(i * i) AS s2 FROM vocab
+    SELECT COUNT(*) AS n, SUM(i) AS s1, SUM(i2) AS s2 FROM vocab
 ),
-per_clip AS (
-    -- the single pass over teacher_scores
+scored AS (
+    -- the single pass over teacher_scores: every scored clip, labeled or not (joining the labeled
+    -- clips first would cost a hash lookup per score row; joining the ~2M per-clip rows after
+    -- the grouping costs nothing)
     SELECT s.clip_id,
            COUNT(*) AS n,
            SUM(v.i) AS s1,
-           SUM(v.i * v.i) AS s2,
+           SUM(v.i2) AS s2,
            SUM(CASE WHEN s.score IS NULL OR isnan(CAST(s.score AS DOUBLE))
                          OR s.score < 0 OR s.score > 1 THEN 1 ELSE 0 END) AS invalid
     FROM teacher_scores AS s
-    JOIN labeled AS l ON l.clip_id = s.clip_id
     JOIN vocab AS v ON v.mid = s.mid
     GROUP BY s.clip_id
+),
+per_clip AS (
+    -- the labeled clips' rows of scored
+    SELECT p.*
+    FROM scored AS p
+    JOIN labeled AS l ON l.clip_id = p.clip_id
 ),
 clip_summary AS (
     SELECT COUNT(*) AS scored_clips,

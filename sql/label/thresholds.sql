@@ -20,7 +20,8 @@
 --
 -- Inputs:
 --   labels          (clip_id Utf8, mid Utf8)                 original positive labels
---   teacher_scores  (clip_id Utf8, mid Utf8, score Float32)  teacher output, every clip x class
+--   needed_scores   (clip_id Utf8, mid Utf8, score Float32)  the teacher's scores: the stage passes those of
+--                   the pairs needed_pairs.sql lists (needed_scores.sql); the whole teacher table gives the same result
 -- Placeholders (substituted as text):
 --   ${kind}         mean | median | percentile  (sits inside a string literal: substitute the bare word)
 --   ${percentile}   numeric literal p, 0 <= p <= 100, as in np.percentile(x, p): 25, 10, 5, ...
@@ -33,7 +34,7 @@ WITH labeled AS (
     -- one row per distinct original (clip, class) label, with the teacher's score
     SELECT l.mid, CAST(s.score AS DOUBLE) AS x
     FROM (SELECT DISTINCT clip_id, mid FROM labels) AS l
-    JOIN teacher_scores AS s
+    JOIN needed_scores AS s
       ON s.clip_id = l.clip_id AND s.mid = l.mid
 ),
 per_class AS (

@@ -6,11 +6,12 @@
 --   c is in the vocabulary (classes), c is not an original label of the clip,
 --   c has a threshold, and score(clip, c) > threshold(c)   (strict, in Float64).
 -- Labels with no ontology entry trigger nothing. Additions never trigger further
--- additions. Only candidate (clip, class) pairs are joined to teacher_scores.
+-- additions. Only candidate (clip, class) pairs are joined to needed_scores.
 --
 -- Inputs:
 --   labels          (clip_id Utf8, mid Utf8)
---   teacher_scores  (clip_id Utf8, mid Utf8, score Float32)
+--   needed_scores   (clip_id Utf8, mid Utf8, score Float32)  the teacher's scores: the stage passes those of
+--                   the pairs needed_pairs.sql lists (needed_scores.sql); the whole teacher table gives the same result
 --   classes         (index Int32, mid Utf8, display_name Utf8)
 --   ontology        (id Utf8, ..., is_abstract Boolean, ...)
 --   ontology_edges  (parent Utf8, child Utf8)
@@ -51,7 +52,7 @@ new_candidates AS (
 )
 SELECT n.clip_id, n.mid, 'type1' AS rule, n.via_mid, s.score, n.threshold
 FROM new_candidates AS n
-JOIN teacher_scores AS s
+JOIN needed_scores AS s
   ON s.clip_id = n.clip_id AND s.mid = n.mid
 WHERE CAST(s.score AS DOUBLE) > n.threshold
 ORDER BY n.clip_id, n.mid

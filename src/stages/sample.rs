@@ -18,7 +18,7 @@
 //! Draws are reproducible: epoch `e` draws from ChaCha8 seeded with `seed` on stream `e`, over the
 //! clips in clip_id order, so the same labels and seed give the same table on any machine.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -243,42 +243,88 @@ pub fn sample(clip_ids: &[String], mids: &[String], vocabulary: &[String], param
 
     // Each clip's classes, in the order its labels come (PSLA sums in that order); labels outside the
     // vocabulary are counted and shown, not used; a repeated (clip, class) counts once.
-    let mut per_clip: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Clips get a number in order of first appearance (a hash lookup per label, skipped while the
+    // labels of one clip come in a row, as they usually do), then are put in clip_id order.
+    let mut number: HashMap<&str, u32> = HashMap::new();
+    let mut names: Vec<&str> = Vec::new();
+    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(clip_ids.len()); // (clip number, class)
+    let mut last: Option<(&str, u32)> = None;
     let mut unknown_labels = 0u64;
     let mut unknown: BTreeSet<&str> = BTreeSet::new();
     for (c, m) in clip_ids.iter().zip(mids) {
-        match class_index.get(m.as_str()) {
-            Some(&k) => {
-                let list = per_clip.entry(c.as_str()).or_default();
-                if !list.contains(&k) {
-                    list.push(k);
-                }
+        let Some(&k) = class_index.get(m.as_str()) else {
+            unknown_labels += 1;
+            unknown.insert(m.as_str());
+            continue;
+        };
+        let i = match last {
+            Some((previous, i)) if previous == c.as_str() => i,
+            _ => {
+                let i = *number.entry(c.as_str()).or_insert_with(|| {
+                    names.push(c.as_str());
+                    (names.len() - 1) as u32
+                });
+                last = Some((c.as_str(), i));
+                i
             }
-            None => {
-                unknown_labels += 1;
-                unknown.insert(m.as_str());
-            }
-        }
+        };
+        pairs.push((i, k as u32));
     }
     let unknown_examples: Vec<String> = unknown.iter().take(5).map(|m| m.to_string()).collect();
-    if per_clip.is_empty() {
+    if names.is_empty() {
         return Err(Error::invalid(format!(
             "none of the {} labels is a vocabulary class (e.g. {}): check the label table and the vocabulary",
             group(unknown_labels),
             unknown_examples.join(", ")
         )));
     }
+    // rank[number] = position in clip_id order
+    let mut order: Vec<u32> = (0..names.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| names[a as usize].cmp(names[b as usize]));
+    let mut rank = vec![0u32; names.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    // The classes of clip r (in clip_id order) are flat[start[r]..start[r + 1]], in label order.
+    let mut start = vec![0usize; names.len() + 1];
+    for &(i, _) in &pairs {
+        start[rank[i as usize] as usize + 1] += 1;
+    }
+    for r in 0..names.len() {
+        start[r + 1] += start[r];
+    }
+    let mut flat = vec![0usize; pairs.len()];
+    let mut fill = start.clone();
+    for &(i, k) in &pairs {
+        let r = rank[i as usize] as usize;
+        flat[fill[r]] = k as usize;
+        fill[r] += 1;
+    }
+    drop(pairs);
+    // a repeated (clip, class) counts once: keep its first occurrence
+    let mut kept: Vec<usize> = Vec::with_capacity(flat.len());
+    let mut kept_start = vec![0usize; names.len() + 1];
+    for r in 0..names.len() {
+        let from = kept.len();
+        for &k in &flat[start[r]..start[r + 1]] {
+            if !kept[from..].contains(&k) {
+                kept.push(k);
+            }
+        }
+        kept_start[r + 1] = kept.len();
+    }
+    drop(flat);
+    let clip_classes: Vec<&[usize]> = (0..names.len()).map(|r| &kept[kept_start[r]..kept_start[r + 1]]).collect();
 
     // count[c], label_weight[c] = 1000 / (count[c] + 0.01), weight[clip] = sum over its labels.
     let mut count = vec![0u64; vocabulary.len()];
-    for classes in per_clip.values() {
-        for &k in classes {
+    for classes in &clip_classes {
+        for &k in classes.iter() {
             count[k] += 1;
         }
     }
     let label_weight: Vec<f64> = count.iter().map(|&n| WEIGHT_SCALE / (n as f64 + COUNT_SMOOTHING)).collect();
-    let clips: Vec<String> = per_clip.keys().map(|c| c.to_string()).collect();
-    let clip_classes: Vec<Vec<usize>> = per_clip.into_values().collect();
+    let clips: Vec<String> = order.iter().map(|&i| names[i as usize].to_string()).collect();
     let weights: Vec<f64> = clip_classes.iter().map(|ks| ks.iter().map(|&k| label_weight[k]).sum()).collect();
     let n_labels: Vec<i32> = clip_classes.iter().map(|ks| ks.len() as i32).collect();
 
@@ -289,7 +335,7 @@ pub fn sample(clip_ids: &[String], mids: &[String], vocabulary: &[String], param
     let class_counts: Vec<(String, u64)> = vocabulary.iter().cloned().zip(count.iter().copied()).collect();
     let total: f64 = weights.iter().sum();
     let mut expected = vec![0.0f64; vocabulary.len()];
-    for (i, cls) in clip_classes.iter().enumerate() {
+    for (i, cls) in clip_classes.iter().copied().enumerate() {
         let share = if params.uniform { 1.0 / clips.len() as f64 } else { weights[i] / total };
         for &k in cls {
             expected[k] += share;
@@ -299,7 +345,7 @@ pub fn sample(clip_ids: &[String], mids: &[String], vocabulary: &[String], param
     for (e, epoch) in draws.iter().enumerate() {
         let mut per_class = vec![0i64; vocabulary.len()];
         for &d in epoch {
-            for &k in &clip_classes[d as usize] {
+            for &k in clip_classes[d as usize] {
                 per_class[k] += 1;
             }
         }
