@@ -7,6 +7,8 @@
 //! - [`sql`]: DataFusion over a run root's tables.
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
+//! - [`train`]: the PSLA training recipe's parts (schedule, augmentation, data, Adam); the stage is
+//!   [`stages::train`].
 
 pub mod audio;
 pub mod error;
@@ -16,5 +18,6 @@ pub mod progress;
 pub mod sql;
 pub mod stages;
 pub mod table;
+pub mod train;
 
 pub use error::{Error, Result};

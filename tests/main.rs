@@ -17,3 +17,4 @@ mod pipeline;
 mod readers;
 mod sample;
 mod sql;
+mod train;
