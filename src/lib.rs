@@ -6,6 +6,7 @@
 //! - [`stages`]: one module per pipeline stage.
 //! - [`sql`]: DataFusion over a run root's tables.
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
+//! - [`model`]: PSLA's EfficientNet + attention model in tch, its safetensors checkpoints.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
 //! - [`train`]: the PSLA training recipe's parts (schedule, augmentation, data, Adam); the stage is
 //!   [`stages::train`].
@@ -13,6 +14,7 @@
 pub mod audio;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod progress;
 pub mod sql;

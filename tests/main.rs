@@ -13,6 +13,7 @@ mod evaluate;
 mod features;
 mod ingest;
 mod label;
+mod model;
 mod pipeline;
 mod readers;
 mod sample;
