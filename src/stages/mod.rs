@@ -17,6 +17,7 @@ pub mod label;
 pub mod sample;
 pub mod subset;
 pub mod sql_stage;
+pub mod train;
 
 /// What a configured stage reads and writes: the edges of the pipeline graph.
 #[derive(Debug, Clone, Default)]
@@ -103,7 +104,7 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, evaluate::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND]
+    &[demo_data::KIND, ingest::KIND, evaluate::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND, train::KIND]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {

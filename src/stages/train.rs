@@ -275,7 +275,7 @@ fn vocabulary(classes: &TableData, table: &str) -> Result<Vec<String>> {
 fn normalization(cfg: &TrainConfig, ctx: &StageContext) -> Result<(f64, f64)> {
     match cfg.input.normalize {
         Normalize::None => Ok((0.0, 1.0)),
-        Normalize::Psla => Ok((-4.6476, 4.5699)),
+        Normalize::Psla => Ok((crate::model::input::PSLA_AUDIOSET.mean, crate::model::input::PSLA_AUDIOSET.std)),
         Normalize::Stats => {
             let name = ctx.table_name("feature_stats");
             let stats = ctx.read("feature_stats")?;
@@ -488,16 +488,20 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
             let x = Tensor::from_slice(&batch.x).view([batch.n as i64, t, MEL_BINS as i64]).to_device(device);
             let y = Tensor::from_slice(&batch.y).view([batch.n as i64, classes as i64]).to_device(device);
             let out = model.forward_t(&x, true);
-            let loss = out.clamp(OUTPUT_CLAMP, 1.0 - OUTPUT_CLAMP).binary_cross_entropy::<Tensor>(&y, None, tch::Reduction::Mean);
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(Error::invalid(format!(
-                    "the training loss is {value} at epoch {epoch}, step {global_step} (batch {} of the epoch): training diverged; \
-                     the last good checkpoint is {}; lower the lr or check the inputs",
-                    batch.index,
-                    resumed_or_last(&state, &models_dir)
-                )));
-            }
+            // libtorch refuses a NaN probability (an error, not a NaN loss): both mean divergence.
+            let loss = out.clamp(OUTPUT_CLAMP, 1.0 - OUTPUT_CLAMP).f_binary_cross_entropy::<Tensor>(&y, None, tch::Reduction::Mean);
+            let value = loss.as_ref().map_or(f64::NAN, |l| l.double_value(&[]));
+            let loss = match loss {
+                Ok(l) if value.is_finite() => l,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "the training loss is {value} at epoch {epoch}, step {global_step} (batch {} of the epoch): training diverged; \
+                         the last good checkpoint is {}; lower the lr or check the inputs",
+                        batch.index,
+                        resumed_or_last(&state, &models_dir)
+                    )));
+                }
+            };
             adam.zero_grad();
             loss.backward();
             adam.step(lr);
@@ -723,8 +727,8 @@ fn predict(
             let x = Tensor::from_slice(&x).view([n, t, MEL_BINS as i64]).to_device(device);
             let y = Tensor::from_slice(&eval.targets[start * classes..end * classes]).view([n, classes as i64]).to_device(device);
             let out = model.forward_t(&x, false);
-            let loss = out.clamp(OUTPUT_CLAMP, 1.0 - OUTPUT_CLAMP).binary_cross_entropy::<Tensor>(&y, None, tch::Reduction::Mean);
-            (out.to_device(Device::Cpu).to_kind(Kind::Float).contiguous(), loss.double_value(&[]))
+            let loss = out.clamp(OUTPUT_CLAMP, 1.0 - OUTPUT_CLAMP).f_binary_cross_entropy::<Tensor>(&y, None, tch::Reduction::Mean);
+            (out.to_device(Device::Cpu).to_kind(Kind::Float).contiguous(), loss.map_or(f64::NAN, |l| l.double_value(&[])))
         });
         let mut buf = vec![0f32; (end - start) * classes];
         let len = buf.len();
