@@ -330,6 +330,58 @@ enum Command {
         threads: Option<usize>,
     },
 
+    /// Score a features table with one or more checkpoints: eval-mode forward, predictions out.
+    #[command(
+        long_about = "Score every clip of a features table (psla features) with PSLA model checkpoints.\n\n\
+                      Each clip's fbank is padded with zeros at the end or cut to the target frames, normalised, \
+                      and run through the model in eval mode, in batches. With several --checkpoint files the \
+                      score is the mean of their probabilities (all must share one class vocabulary). Writes OUT \
+                      with one row per (clip, class): clip_id, class_index, mid, score; mid is the class id from \
+                      the checkpoint's metadata, or the class index as text for a file without one.\n\n\
+                      psla's checkpoints carry their architecture, heads, classes, normalisation and target \
+                      frames. PSLA's own state dicts (converted to safetensors; a `module.` prefix and `_fc` \
+                      keys are accepted) carry none: the model is told from the tensor shapes (--arch and \
+                      --heads, when given, are checked against it), and PSLA's constants and 1056 frames are \
+                      the defaults.",
+        after_help = "Examples:\n  psla score --checkpoint run/models/teacher/epoch-30.safetensors features.parquet --out predictions.parquet\n  \
+                      psla score --checkpoint a.safetensors --checkpoint b.safetensors eval_features.parquet \\\n    \
+                      --out ensemble.parquet --device cuda:0 --batch-size 64\n  \
+                      psla score --checkpoint psla_as_b2.safetensors --arch efficientnet-b2 --heads 4 features.parquet \\\n    \
+                      --normalize psla --target-frames 1056 --out p.parquet"
+    )]
+    Score {
+        /// A checkpoint (safetensors); repeat for an ensemble (mean of probabilities).
+        #[arg(long = "checkpoint", value_name = "FILE.safetensors", required = true)]
+        checkpoints: Vec<String>,
+        /// The features table (psla features --out).
+        #[arg(value_name = "FEATURES.parquet")]
+        features: PathBuf,
+        /// The predictions to write.
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+        /// checkpoint (what it was trained with), none, psla (-4.6476,4.5699), stats (needs --stats) or MEAN,STD.
+        #[arg(long, default_value = "checkpoint", value_name = "HOW", allow_hyphen_values = true)]
+        normalize: String,
+        /// A feature_stats table (psla features --stats) for --normalize stats: its PSLA norm stats are used.
+        #[arg(long, value_name = "FILE.parquet")]
+        stats: Option<PathBuf>,
+        /// Frames per clip (default: the checkpoint's; 1056 for a file without metadata).
+        #[arg(long, value_name = "N")]
+        target_frames: Option<i64>,
+        /// Clips per forward.
+        #[arg(long, default_value_t = 16, value_name = "N")]
+        batch_size: usize,
+        /// auto (CUDA when available), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// For a file without metadata: efficientnet-b0 .. efficientnet-b7 (checked against the file).
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+        /// For a file without metadata: 0 (mean pooling), 1 (attention), N > 1 (multi-head).
+        #[arg(long, value_name = "N")]
+        heads: Option<usize>,
+    },
+
     /// Query a run root's tables with SQL (read-only; DataFusion).
     #[command(
         long_about = "Query a run root's tables with SQL (DataFusion dialect).\n\n\
@@ -382,6 +434,75 @@ enum Command {
         /// Rerun every stage.
         #[arg(long)]
         force: bool,
+    },
+
+    /// PSLA's aggregation: average the predictions of several models (checkpoints, seeds, settings).
+    #[command(subcommand)]
+    Ensemble(EnsembleCommand),
+
+    /// Write report.html: pipeline, label enhancement, sampling, training and evaluation of a run root.
+    #[command(
+        long_about = "Write one self-contained HTML report of a run root (inline SVG, no scripts, nothing loaded \
+                      from the network): the stages and tables, label enhancement (additions per class and rule, \
+                      top parent/child pairs, labels per class before and after), sampling (share of clips vs \
+                      share of draws per class), training curves of every model (loss, mAP, learning rate per \
+                      epoch) and evaluation (mAP, mean AUC, d' of every metrics table; per-class AP; AP vs \
+                      training clips). Each figure shows the SQL behind it (sql/report/, sql/audit/). A section \
+                      whose tables are missing says so."
+    )]
+    Report {
+        /// The run root.
+        #[arg(long)]
+        root: String,
+        /// Where to write (default: report.html in the run root).
+        #[arg(long, value_name = "FILE.html")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnsembleCommand {
+    /// Average predictions tables: PSLA's prediction ensemble, as sql/ensemble/average_predictions.sql.
+    #[command(
+        long_about = "Average several predictions tables (clip_id, mid, score) into one: PSLA's ensemble of \
+                      checkpoints, seeds and settings, run as sql/ensemble/average_predictions.sql by DataFusion.\n\n\
+                      The mean is unweighted unless --weights is given. Every member must score the same \
+                      (clip, class) pairs once: a pair missing from a member, or scored twice, is an error naming \
+                      it. The output is a predictions table like any other (evaluate and label read it)."
+    )]
+    AveragePredictions {
+        /// A predictions Parquet file (clip_id, mid, score); give two or more.
+        #[arg(long = "predictions", required = true, value_name = "FILE.parquet")]
+        predictions: Vec<PathBuf>,
+        /// One positive weight per --predictions, comma-separated (default: all equal).
+        #[arg(long, value_delimiter = ',', value_name = "W,W,...")]
+        weights: Option<Vec<f64>>,
+        /// The averaged predictions to write (clip_id, mid, score).
+        #[arg(long, value_name = "FILE.parquet")]
+        out: PathBuf,
+    },
+
+    /// Average checkpoints' weights into one checkpoint: PSLA's weight averaging.
+    #[command(
+        long_about = "Average the weights of several checkpoints (safetensors) into one: PSLA's weight averaging \
+                      (usually the last epochs of one run). Every tensor is averaged arithmetically, BatchNorm \
+                      running statistics included; the checkpoints must have the same keys, shapes and dtypes. \
+                      Integer tensors (num_batches_tracked) get the mean truncated toward zero.\n\n\
+                      PSLA's own code counts the first checkpoint twice and divides by N + 1; --psla-compat \
+                      reproduces that figure. The default is the true mean. The metadata is the last \
+                      checkpoint's, plus averaged_from and average.",
+        after_help = "Example:\n  psla ensemble average-weights --checkpoints runs/r/models/student/epoch-{04..06}.safetensors --out wa.safetensors"
+    )]
+    AverageWeights {
+        /// The checkpoints to average (two or more).
+        #[arg(long, required = true, num_args = 1.., value_name = "FILE.safetensors")]
+        checkpoints: Vec<PathBuf>,
+        /// Reproduce PSLA's figure: the first checkpoint counted twice, the sum divided by N + 1.
+        #[arg(long)]
+        psla_compat: bool,
+        /// The averaged checkpoint to write.
+        #[arg(long, value_name = "FILE.safetensors")]
+        out: PathBuf,
     },
 }
 
@@ -468,6 +589,11 @@ fn run(cli: Cli) -> Result<()> {
             let opts = RunOptions { force: true, progress, ..Default::default() };
             pipeline::run_spec(&spec, &root, &opts, &mut err)?;
         }
+        Command::Score { checkpoints, features, out, normalize, stats, target_frames, batch_size, device, arch, heads } => {
+            let params = psla::stages::score::ScoreParams { checkpoint: checkpoints, normalize, target_frames, batch_size, device, arch, heads };
+            let line = psla::stages::score::run_to_files(&params, &features, stats.as_deref(), &out, progress)?;
+            writeln!(err, "{line}")?;
+        }
         Command::Sql { query, file, root, format, out } => {
             let sql = match (query, file) {
                 (Some(q), _) => q,
@@ -494,6 +620,20 @@ fn run(cli: Cli) -> Result<()> {
             if !dry_run {
                 writeln!(err, "demo run root: {} (try `psla tables --root {}`)", root.location(), root.location())?;
             }
+        }
+        Command::Report { root, out } => {
+            let root = RunRoot::open(&root)?;
+            let line = psla::stages::report::write_report(&root, out.as_deref())?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Ensemble(EnsembleCommand::AveragePredictions { predictions, weights, out }) => {
+            let line = psla::stages::ensemble::average_files(&predictions, weights.as_deref(), &out)?;
+            writeln!(err, "{line}")?;
+        }
+        Command::Ensemble(EnsembleCommand::AverageWeights { checkpoints, psla_compat, out }) => {
+            use psla::stages::ensemble::{WeightMean, average_checkpoints};
+            let how = if psla_compat { WeightMean::PslaCompat } else { WeightMean::Mean };
+            writeln!(err, "{}", average_checkpoints(&checkpoints, &out, how)?)?;
         }
     }
     Ok(())

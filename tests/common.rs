@@ -85,3 +85,25 @@ pub fn python() -> PathBuf {
     assert!(p.exists(), "{} not found: run the tests with `./dev test`, which creates .venv", p.display());
     p
 }
+
+/// One complete `psla demo` run, made once per test binary and shared by the tests that only read it
+/// (the demo trains models: a run per test would cost minutes each).
+pub struct DemoRun {
+    pub root: PathBuf,
+    /// What the first run printed.
+    pub log: String,
+}
+
+/// The shared demo run, in cargo's temp dir for integration tests (emptied first, kept afterwards for a
+/// look at what the tests saw).
+pub fn demo_run() -> &'static DemoRun {
+    static DEMO: std::sync::OnceLock<DemoRun> = std::sync::OnceLock::new();
+    DEMO.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).expect("remove the previous test demo run");
+        }
+        let log = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
+        DemoRun { root, log }
+    })
+}

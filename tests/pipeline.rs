@@ -169,10 +169,9 @@ fn shipped_pipelines_validate() {
 
 #[test]
 fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing() {
-    let dir = tempdir();
-    let root = dir.path().join("demo");
-    let first = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
-    assert_eq!(ran(&first), vec!["demo_data", "ingest", "features", "label", "sample", "evaluate_teacher"], "{first}");
+    let demo = demo_run();
+    let (root, first) = (&demo.root, &demo.log);
+    assert_eq!(ran(first), vec!["demo_data", "ingest", "features", "label", "sample", "evaluate_teacher", "report"], "{first}");
     // The ingested labels are exactly the observed labels of the hidden truth, on both splits.
     assert_eq!(
         sql_count(&root, "SELECT count(*) FROM labels"),
@@ -222,6 +221,6 @@ fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing(
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type2'") > 0);
     assert_eq!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE split = 'eval' AND NOT observed"), 0);
 
-    let again = stderr(&run_ok(psla().arg("demo").arg("--root").arg(&root)));
+    let again = stderr(&run_ok(psla().arg("demo").arg("--root").arg(root)));
     assert!(ran(&again).is_empty() && again.contains("nothing to do"), "{again}");
 }

@@ -1,5 +1,6 @@
 //! PSLA's pooling heads over time (`src/models/HigherModels.py`): input [B, C, T, 1] (after frequency
-//! mean pooling), output [B, classes] probabilities. `att` and `cla` are 1x1 convolutions C -> classes.
+//! mean pooling), output [B, classes] (probabilities; for multi-head see below). `att` and `cla` are 1x1
+//! convolutions C -> classes.
 //!
 //! - heads 0, `MeanPooling`: out = mean_t sigmoid(cla(x)). Keys `cla.weight`, `cla.bias`.
 //! - heads 1, `Attention`: a = clamp(sigmoid(att(x)), 1e-7, 1 - 1e-7), a_norm = a / sum_t a,

@@ -103,7 +103,7 @@ pub struct ModelConfig {
     pub classes: usize,
 }
 
-/// PSLA's `EffNetAttention`: [B, T, 128] log-mel (normalised) -> [B, classes] probabilities.
+/// PSLA's `EffNetAttention`: [B, T, 128] log-mel (normalised) -> [B, classes] scores (see [`PslaModel::forward_t`]).
 pub struct PslaModel {
     config: ModelConfig,
     effnet: efficientnet::EfficientNet,
@@ -120,7 +120,10 @@ impl PslaModel {
         PslaModel { config: cfg.clone(), effnet, head }
     }
 
-    /// `x`: [B, T, 128] log-mel, already normalised. Returns [B, classes] probabilities in (0, 1).
+    /// `x`: [B, T, 128] log-mel, already normalised, on the VarStore's device. Returns [B, classes]:
+    /// probabilities in (0, 1) for mean pooling and single attention; for multi-head attention PSLA's
+    /// sum of head outputs weighted by the learnt `head_weight`, which PSLA never normalises (in (0, 1)
+    /// while the weights sum to at most 1, as at initialisation).
     /// `train` switches BatchNorm to batch statistics (updating the running ones) and enables
     /// drop-connect.
     pub fn forward_t(&self, x: &tch::Tensor, train: bool) -> tch::Tensor {

@@ -10,11 +10,14 @@ use crate::pipeline::spec::Resolver;
 use crate::table::{RunRoot, StagedTable, TableData, TableWriter};
 
 pub mod demo_data;
+pub mod ensemble;
 pub mod evaluate;
 pub mod features;
 pub mod ingest;
 pub mod label;
+pub mod report;
 pub mod sample;
+pub mod score;
 pub mod subset;
 pub mod sql_stage;
 pub mod train;
@@ -104,7 +107,19 @@ pub struct StageKind {
 
 /// Every stage kind a pipeline may use.
 pub fn kinds() -> &'static [StageKind] {
-    &[demo_data::KIND, ingest::KIND, evaluate::KIND, features::KIND, label::KIND, sample::KIND, sql_stage::KIND, train::KIND]
+    &[
+        demo_data::KIND,
+        ingest::KIND,
+        ensemble::KIND,
+        evaluate::KIND,
+        features::KIND,
+        label::KIND,
+        report::KIND,
+        sample::KIND,
+        score::KIND,
+        sql_stage::KIND,
+        train::KIND,
+    ]
 }
 
 pub fn kind(name: &str) -> Option<&'static StageKind> {
