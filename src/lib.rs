@@ -8,6 +8,8 @@
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
 //! - [`model`]: PSLA's EfficientNet + attention model in tch, its safetensors checkpoints.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
+//! - [`train`]: the PSLA training recipe's parts (schedule, augmentation, data, Adam); the stage is
+//!   [`stages::train`].
 
 pub mod audio;
 pub mod error;
@@ -18,5 +20,6 @@ pub mod progress;
 pub mod sql;
 pub mod stages;
 pub mod table;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -277,6 +277,59 @@ enum Command {
         out: PathBuf,
     },
 
+    /// Train PSLA's model on a run root's features and labels (resumable; CPU or CUDA).
+    #[command(
+        long_about = "Train PSLA's EfficientNet + attention model with PSLA's recipe on a run root's tables.\n\n\
+                      Reads features, the training labels (--labels, e.g. labels_enhanced), the evaluation labels \
+                      (--eval-labels), classes, clips (for the splits), feature_stats (normalize = \"stats\") and \
+                      epoch_draws (sampling = \"draws\"). The recipe (--config) is a file of configs/ by name or a \
+                      TOML path: model, target frames, SpecAugment, mixup, Adam, warm-up and lr decay.\n\n\
+                      After every epoch: evaluation on the eval splits (mAP, mean AUC, d', and the checkpoint \
+                      ensemble's mAP), models/NAME/epoch-NN.safetensors and its optimizer state. At the end: the \
+                      train_metrics table. A killed run resumes from its last complete epoch when rerun with the \
+                      same arguments, and ends with the same weights as an uninterrupted run (CPU, same seed).",
+        after_help = "Examples:\n  psla train --root R --config demo_cpu --name teacher\n  \
+                      psla train --root R --config psla_audioset_balanced --name b2 --labels labels_enhanced \\\n    \
+                      --eval-labels labels --init efficientnet-b2-imagenet.safetensors --device cuda:0"
+    )]
+    Train {
+        /// Run root holding the input tables; checkpoints go to ROOT/models/NAME/.
+        #[arg(long)]
+        root: String,
+        /// Recipe: a name of configs/ (demo_cpu, psla_audioset_balanced, psla_audioset_full, psla_fsd50k) or a TOML file.
+        #[arg(long, value_name = "NAME|FILE.toml")]
+        config: String,
+        /// The model's name (its folder under models/).
+        #[arg(long)]
+        name: String,
+        /// The table of training labels.
+        #[arg(long, default_value = "labels", value_name = "TABLE")]
+        labels: String,
+        /// The table of evaluation labels.
+        #[arg(long, default_value = "labels", value_name = "TABLE")]
+        eval_labels: String,
+        /// Splits to train on, comma-separated [default: every split not evaluated].
+        #[arg(long, value_name = "SPLITS", value_delimiter = ',')]
+        train_splits: Option<Vec<String>>,
+        /// Splits to evaluate after every epoch, comma-separated.
+        #[arg(long, default_value = "eval", value_name = "SPLITS", value_delimiter = ',')]
+        eval_splits: Vec<String>,
+        /// auto (CUDA when available), cpu or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Override the recipe's number of epochs.
+        #[arg(long, value_name = "N")]
+        epochs: Option<u32>,
+        /// An efficientnet_pytorch ImageNet state dict (safetensors) to initialise from.
+        #[arg(long, value_name = "FILE.safetensors")]
+        init: Option<String>,
+        /// libtorch threads [default: libtorch's choice].
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+
     /// Score a features table with one or more checkpoints: eval-mode forward, predictions out.
     #[command(
         long_about = "Score every clip of a features table (psla features) with PSLA model checkpoints.\n\n\
@@ -526,6 +579,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate { predictions, labels, classes, out } => {
             let line = psla::stages::evaluate::run_to_files(&predictions, &labels, &classes, &out)?;
             writeln!(err, "{line}")?;
+        }
+        Command::Train { root, config, name, labels, eval_labels, train_splits, eval_splits, device, seed, epochs, init, threads } => {
+            let params = psla::stages::train::TrainParams { config, name, seed, device, train_splits, eval_splits, init, epochs, threads };
+            let table = toml::Table::try_from(&params).map_err(|e| Error::invalid(e))?;
+            let mut spec = PipelineSpec::single("psla train", "train", table);
+            spec.stages[0].tables.insert("labels".into(), labels);
+            spec.stages[0].tables.insert("eval_labels".into(), eval_labels);
+            let root = RunRoot::open(&root)?;
+            let opts = RunOptions { force: true, progress, ..Default::default() };
+            pipeline::run_spec(&spec, &root, &opts, &mut err)?;
         }
         Command::Score { checkpoints, features, out, normalize, stats, target_frames, batch_size, device, arch, heads } => {
             let params = psla::stages::score::ScoreParams { checkpoint: checkpoints, normalize, target_frames, batch_size, device, arch, heads };

@@ -22,3 +22,4 @@ mod report;
 mod sample;
 mod score;
 mod sql;
+mod train;

@@ -20,6 +20,7 @@ pub mod sample;
 pub mod score;
 pub mod subset;
 pub mod sql_stage;
+pub mod train;
 
 /// What a configured stage reads and writes: the edges of the pipeline graph.
 #[derive(Debug, Clone, Default)]
@@ -117,6 +118,7 @@ pub fn kinds() -> &'static [StageKind] {
         sample::KIND,
         score::KIND,
         sql_stage::KIND,
+        train::KIND,
     ]
 }
 

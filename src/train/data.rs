@@ -1,0 +1,344 @@
+//! Training data: the clips' stored features, their label vectors, and the batches of an epoch,
+//! assembled on a worker thread ahead of the training step.
+//!
+//! Every random choice of an epoch's batches (the order, which clips are mixed and with what lambda, the
+//! SpecAugment masks) comes from RNGs seeded by (seed, epoch, position in the epoch), so an epoch's
+//! batches are the same whether the run went straight through or resumed, and whatever the threads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use arrow::array::{AsArray, ListArray};
+use arrow::datatypes::{DataType, Float32Type};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::augment::{beta, mix_labels, mix_mel, mix_waveforms, spec_augment};
+use super::config::{MixupDomain, TrainConfig};
+use crate::error::{Error, Result};
+use crate::table::TableData;
+
+/// Mel bins of every stored fbank.
+pub const MEL_BINS: usize = 128;
+
+/// The `features` table, indexed by clip id; values are copied out one clip at a time.
+pub struct FeatureStore {
+    lists: Vec<ListArray>,
+    uris: Vec<Vec<String>>,
+    index: HashMap<String, (usize, usize)>,
+}
+
+impl FeatureStore {
+    pub fn new(data: &TableData, table: &str) -> Result<Self> {
+        let (mut lists, mut uris, mut index) = (Vec::new(), Vec::new(), HashMap::new());
+        for (b, batch) in data.batches.iter().enumerate() {
+            let col = |name: &str| batch.column_by_name(name).ok_or_else(|| Error::table(table, format!("has no column `{name}`")));
+            let ids = arrow::compute::cast(col("clip_id")?, &DataType::Utf8)?;
+            let fbank = col("fbank")?.as_list_opt::<i32>().cloned().ok_or_else(|| {
+                Error::table(table, "column `fbank` is not a List<FixedSizeList<Float32, 128>>: was it written by the features stage?")
+            })?;
+            if let DataType::FixedSizeList(_, n) = fbank.value_type() {
+                if n as usize != MEL_BINS {
+                    return Err(Error::table(table, format!("fbank rows have {n} values; training needs {MEL_BINS} mel bins")));
+                }
+            }
+            let uri: Vec<String> = match batch.column_by_name("audio_uri") {
+                Some(c) => arrow::compute::cast(c, &DataType::Utf8)?.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect(),
+                None => vec![String::new(); batch.num_rows()],
+            };
+            for (r, id) in ids.as_string::<i32>().iter().enumerate() {
+                let id = id.unwrap_or_default().to_string();
+                if index.insert(id.clone(), (b, r)).is_some() {
+                    return Err(Error::table(table, format!("clip `{id}` has more than one row")));
+                }
+            }
+            lists.push(fbank);
+            uris.push(uri);
+        }
+        Ok(FeatureStore { lists, uris, index })
+    }
+
+    pub fn contains(&self, clip: &str) -> bool {
+        self.index.contains_key(clip)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The clip's fbank, frames x 128 row-major (float16 storage is widened).
+    pub fn fbank(&self, clip: &str) -> Result<Vec<f32>> {
+        let &(b, r) = self.index.get(clip).ok_or_else(|| Error::invalid(format!("clip `{clip}` has no features")))?;
+        let rows = self.lists[b].value(r);
+        let values = rows.as_fixed_size_list().values();
+        let values = arrow::compute::cast(values, &DataType::Float32)?;
+        Ok(values.as_primitive::<Float32Type>().values().to_vec())
+    }
+
+    pub fn audio_uri(&self, clip: &str) -> Option<&str> {
+        self.index.get(clip).map(|&(b, r)| self.uris[b][r].as_str()).filter(|s| !s.is_empty())
+    }
+}
+
+/// The clips of one side (train or eval) with their label vectors over the vocabulary.
+#[derive(Debug, Clone, Default)]
+pub struct LabeledClips {
+    pub clips: Vec<String>,
+    /// clips x classes, row-major, 0.0 / 1.0.
+    pub targets: Vec<f32>,
+    pub classes: usize,
+}
+
+impl LabeledClips {
+    pub fn target(&self, i: usize) -> &[f32] {
+        &self.targets[i * self.classes..(i + 1) * self.classes]
+    }
+
+    pub fn len(&self) -> usize {
+        self.clips.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clips.is_empty()
+    }
+}
+
+/// What was left out while building [`LabeledClips`], for the summary line.
+#[derive(Debug, Clone, Default)]
+pub struct LabelReport {
+    /// Labeled clips of the split without features (not used).
+    pub without_features: u64,
+    pub example_without_features: Option<String>,
+    /// Label rows whose mid is not in the vocabulary (ignored).
+    pub unknown_labels: u64,
+    pub example_unknown: Option<(String, String)>,
+}
+
+/// Label vectors for `clips` (in the given order) from label rows (clip_id, mid); a clip of `clips`
+/// without features is dropped and counted, a label outside `vocab` is ignored and counted.
+pub fn label_clips(
+    clips: &[String],
+    label_clip: &[String],
+    label_mid: &[String],
+    vocab: &[String],
+    features: &FeatureStore,
+) -> (LabeledClips, LabelReport) {
+    let class_index: HashMap<&str, usize> = vocab.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
+    let mut report = LabelReport::default();
+    let mut out = LabeledClips { classes: vocab.len(), ..Default::default() };
+    let mut row_of: HashMap<&str, usize> = HashMap::new();
+    for c in clips {
+        if row_of.contains_key(c.as_str()) {
+            continue;
+        }
+        if !features.contains(c) {
+            report.without_features += 1;
+            report.example_without_features.get_or_insert_with(|| c.clone());
+            continue;
+        }
+        row_of.insert(c.as_str(), out.clips.len());
+        out.clips.push(c.clone());
+    }
+    out.targets = vec![0.0; out.clips.len() * vocab.len()];
+    for (c, m) in label_clip.iter().zip(label_mid) {
+        let Some(&row) = row_of.get(c.as_str()) else { continue };
+        match class_index.get(m.as_str()) {
+            Some(&k) => out.targets[row * vocab.len() + k] = 1.0,
+            None => {
+                report.unknown_labels += 1;
+                report.example_unknown.get_or_insert_with(|| (c.clone(), m.clone()));
+            }
+        }
+    }
+    (out, report)
+}
+
+/// `(x - mean) / std` in place.
+pub fn normalize(x: &mut [f32], mean: f32, std: f32) {
+    for v in x {
+        *v = (*v - mean) / std;
+    }
+}
+
+/// Pad with 0.0 at the end or cut (keeping the first frames) to `target` frames.
+pub fn pad_or_cut(x: &[f32], target: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; target * MEL_BINS];
+    let n = x.len().min(out.len());
+    out[..n].copy_from_slice(&x[..n]);
+    out
+}
+
+/// One batch: `x` is n x target_frames x 128 (normalised), `y` n x classes.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub n: usize,
+    /// Index of the batch in its epoch.
+    pub index: usize,
+}
+
+/// What batch assembly needs, shared with the worker thread.
+pub struct BatchSource {
+    pub features: Arc<FeatureStore>,
+    pub clips: Arc<LabeledClips>,
+    pub target_frames: usize,
+    pub mean: f32,
+    pub std: f32,
+    pub freqm: usize,
+    pub timem: usize,
+    pub mixup: f64,
+    pub mixup_alpha: f64,
+    pub mixup_domain: MixupDomain,
+    pub seed: u64,
+}
+
+/// splitmix64: a well-mixed 64-bit value from a counter.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The RNG of (seed, epoch, purpose, position): independent streams that do not depend on what ran before.
+pub fn rng_for(seed: u64, epoch: u32, purpose: u64, position: u64) -> ChaCha8Rng {
+    let key = splitmix(splitmix(splitmix(seed) ^ epoch as u64) ^ purpose.wrapping_mul(0x1000_0000_0000_0001)) ^ position;
+    ChaCha8Rng::seed_from_u64(splitmix(key))
+}
+
+const SHUFFLE: u64 = 1;
+const SAMPLE: u64 = 2;
+
+/// A seed for libtorch's RNG (drop-connect) in epoch `epoch`.
+pub fn torch_seed(seed: u64, epoch: u32) -> i64 {
+    (splitmix(splitmix(seed) ^ (epoch as u64).wrapping_add(0xD1CE)) >> 1) as i64
+}
+
+/// The training order of an epoch: a seeded shuffle of all training clips (indices into `clips`).
+pub fn shuffled_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng_for(seed, epoch, SHUFFLE, 0));
+    order
+}
+
+impl BatchSource {
+    /// One training example at `position` of epoch `epoch`: (features, labels).
+    pub fn train_example(&self, clip: usize, epoch: u32, position: u64) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut rng = rng_for(self.seed, epoch, SAMPLE, position);
+        let id = &self.clips.clips[clip];
+        let (fbank, label) = if self.mixup > 0.0 && rng.random::<f64>() < self.mixup {
+            let other = rng.random_range(0..self.clips.len());
+            let lambda = beta(&mut rng, self.mixup_alpha, self.mixup_alpha);
+            let other_id = &self.clips.clips[other];
+            let fbank = match self.mixup_domain {
+                MixupDomain::Mel => mix_mel(&self.features.fbank(id)?, &self.features.fbank(other_id)?, lambda),
+                MixupDomain::Waveform => self.mix_audio(id, other_id, lambda)?,
+            };
+            (fbank, mix_labels(self.clips.target(clip), self.clips.target(other), lambda))
+        } else {
+            (self.features.fbank(id)?, self.clips.target(clip).to_vec())
+        };
+        let mut x = pad_or_cut(&fbank, self.target_frames);
+        spec_augment(&mut rng, &mut x, MEL_BINS, self.freqm, self.timem);
+        normalize(&mut x, self.mean, self.std);
+        Ok((x, label))
+    }
+
+    /// PSLA's mixup: decode both clips' audio, mix the waveforms, compute the fbank of the mix.
+    fn mix_audio(&self, a: &str, b: &str, lambda: f64) -> Result<Vec<f32>> {
+        let wave = |id: &str| -> Result<Vec<f32>> {
+            let uri = self.features.audio_uri(id).ok_or_else(|| {
+                Error::invalid(format!("clip `{id}` has no audio_uri in the features table: waveform mixup needs the audio; use mixup_domain = \"mel\""))
+            })?;
+            centred_wave(uri)
+        };
+        let mixed = mix_waveforms(&wave(a)?, &wave(b)?, lambda);
+        waveform_fbank(mixed)
+    }
+}
+
+/// A clip's audio as the features stage reads it: decoded, resampled to 16 kHz, the mean of all
+/// channels removed, channel 0.
+pub fn centred_wave(uri: &str) -> Result<Vec<f32>> {
+    let path = crate::stages::local_path(uri);
+    let decoded = crate::audio::decode::decode_file(&path)?;
+    let rate = 16000;
+    let channels: Vec<Vec<f32>> = if decoded.sample_rate == rate {
+        decoded.samples
+    } else {
+        decoded.samples.iter().map(|c| crate::audio::resample::resample(c, decoded.sample_rate, rate)).collect()
+    };
+    let count: usize = channels.iter().map(Vec::len).sum();
+    let sum: f64 = channels.iter().flat_map(|c| c.iter()).map(|&v| v as f64).sum();
+    let mean = (sum / count.max(1) as f64) as f32;
+    Ok(channels.into_iter().next().unwrap_or_default().into_iter().map(|v| v - mean).collect())
+}
+
+/// The fbank of a 16 kHz waveform, its mean removed first (PSLA's `mix - mix.mean()`).
+pub fn waveform_fbank(wave: Vec<f32>) -> Result<Vec<f32>> {
+    let decoded = crate::audio::decode::Decoded { sample_rate: 16000, channels: 1, samples: vec![wave], declared_frames: None };
+    Ok(crate::audio::psla_fbank(&decoded, None)?.0)
+}
+
+/// Assemble the batches of one training epoch on a worker thread, at most `ahead` batches ahead of
+/// the consumer. `order` indexes the training clips; batches from `first_batch` on are produced.
+pub fn spawn_epoch(source: Arc<BatchSource>, order: Vec<usize>, epoch: u32, batch_size: usize, ahead: usize) -> Receiver<Result<Batch>> {
+    let (tx, rx): (SyncSender<Result<Batch>>, _) = sync_channel(ahead.max(1));
+    std::thread::Builder::new()
+        .name(format!("psla-batches-{epoch}"))
+        .spawn(move || {
+            for (index, chunk) in order.chunks(batch_size).enumerate() {
+                let mut x = Vec::with_capacity(chunk.len() * source.target_frames * MEL_BINS);
+                let mut y = Vec::with_capacity(chunk.len() * source.clips.classes);
+                let mut result = Ok(());
+                for (k, &clip) in chunk.iter().enumerate() {
+                    match source.train_example(clip, epoch, (index * batch_size + k) as u64) {
+                        Ok((xi, yi)) => {
+                            x.extend_from_slice(&xi);
+                            y.extend_from_slice(&yi);
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let msg = result.map(|()| Batch { x, y, n: chunk.len(), index });
+                let failed = msg.is_err();
+                if tx.send(msg).is_err() || failed {
+                    return; // the consumer stopped, or there is nothing more to send
+                }
+            }
+        })
+        .expect("cannot start the batch thread");
+    rx
+}
+
+/// The evaluation inputs of clips `range` of `clips`: padded or cut, normalised, no augmentation.
+pub fn eval_batch(features: &FeatureStore, clips: &LabeledClips, range: std::ops::Range<usize>, target_frames: usize, mean: f32, std: f32) -> Result<Vec<f32>> {
+    let mut x = Vec::with_capacity(range.len() * target_frames * MEL_BINS);
+    for i in range {
+        let mut xi = pad_or_cut(&features.fbank(&clips.clips[i])?, target_frames);
+        normalize(&mut xi, mean, std);
+        x.extend_from_slice(&xi);
+    }
+    Ok(x)
+}
+
+/// Check that a config's data needs are met; used before anything is trained.
+pub fn check_sampling(cfg: &TrainConfig, draws_epochs: Option<u32>) -> Option<String> {
+    match (cfg.data.sampling, draws_epochs) {
+        (super::config::Sampling::Draws, Some(n)) if n < cfg.optim.epochs => Some(format!(
+            "epoch_draws holds {n} epochs and the recipe trains {}: epochs beyond {n} reuse the draws of epoch (e - 1) mod {n}",
+            cfg.optim.epochs
+        )),
+        _ => None,
+    }
+}
