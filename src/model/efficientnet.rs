@@ -15,7 +15,9 @@ use tch::{Kind, Tensor};
 
 use super::Arch;
 
-/// BatchNorm epsilon and momentum (PyTorch semantics: new = (1 - m) * old + m * batch).
+/// BatchNorm epsilon and momentum (PyTorch semantics: new = (1 - m) * old + m * batch). The momentum is
+/// efficientnet_pytorch's default; a training recipe may choose another (it only changes how fast the
+/// running statistics follow the batches, never the forward of a trained model).
 pub const BN_EPS: f64 = 1e-3;
 pub const BN_MOMENTUM: f64 = 0.01;
 /// efficientnet_pytorch's drop-connect rate for every variant.
@@ -120,16 +122,18 @@ pub struct BatchNorm {
     pub running_mean: Tensor,
     pub running_var: Tensor,
     pub num_batches_tracked: Tensor,
+    /// Running-statistics momentum used in training.
+    pub momentum: f64,
 }
 
 impl BatchNorm {
-    pub fn new(p: &Path, channels: i64) -> BatchNorm {
+    pub fn new(p: &Path, channels: i64, momentum: f64) -> BatchNorm {
         let weight = p.var("weight", &[channels], tch::nn::Init::Const(1.0));
         let bias = p.var("bias", &[channels], tch::nn::Init::Const(0.0));
         let running_mean = p.zeros_no_train("running_mean", &[channels]);
         let running_var = p.ones_no_train("running_var", &[channels]);
         let num_batches_tracked = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false);
-        BatchNorm { weight, bias, running_mean, running_var, num_batches_tracked }
+        BatchNorm { weight, bias, running_mean, running_var, num_batches_tracked, momentum }
     }
 
     /// Batch statistics (and a running-statistics update) in training, running statistics otherwise.
@@ -145,7 +149,7 @@ impl BatchNorm {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            BN_MOMENTUM,
+            self.momentum,
             BN_EPS,
             true,
         )
@@ -184,20 +188,20 @@ pub struct MbConv {
 
 impl MbConv {
     /// `image_size`: the nominal size of this block's input, which fixes the depthwise padding.
-    pub fn new(p: &Path, args: BlockArgs, image_size: i64, drop_connect: f64) -> MbConv {
+    pub fn new(p: &Path, args: BlockArgs, image_size: i64, drop_connect: f64, bn_momentum: f64) -> MbConv {
         let inp = args.input_filters;
         let oup = inp * args.expand_ratio;
         let expand = (args.expand_ratio != 1).then(|| {
-            (Conv::new(&(p / "_expand_conv"), inp, oup, 1, 1, 1, false, image_size), BatchNorm::new(&(p / "_bn0"), oup))
+            (Conv::new(&(p / "_expand_conv"), inp, oup, 1, 1, 1, false, image_size), BatchNorm::new(&(p / "_bn0"), oup, bn_momentum))
         });
         let depthwise = Conv::new(&(p / "_depthwise_conv"), oup, oup, args.kernel, args.stride, oup, false, image_size);
-        let bn1 = BatchNorm::new(&(p / "_bn1"), oup);
+        let bn1 = BatchNorm::new(&(p / "_bn1"), oup, bn_momentum);
         let squeezed = ((inp as f64 * SE_RATIO) as i64).max(1);
         let se_reduce = Conv::new(&(p / "_se_reduce"), oup, squeezed, 1, 1, 1, true, 1);
         let se_expand = Conv::new(&(p / "_se_expand"), squeezed, oup, 1, 1, 1, true, 1);
         let out_size = (image_size + args.stride - 1) / args.stride;
         let project = Conv::new(&(p / "_project_conv"), oup, args.output_filters, 1, 1, 1, false, out_size);
-        let bn2 = BatchNorm::new(&(p / "_bn2"), args.output_filters);
+        let bn2 = BatchNorm::new(&(p / "_bn2"), args.output_filters, bn_momentum);
         MbConv { args, expand, depthwise, bn1, se_reduce, se_expand, project, bn2, drop_connect }
     }
 
@@ -246,13 +250,14 @@ pub struct EfficientNet {
 }
 
 impl EfficientNet {
-    /// Variables `_conv_stem`, `_bn0`, `_blocks.N.*`, `_conv_head`, `_bn1` under `p`.
-    pub fn new(p: &Path, arch: Arch, in_channels: i64) -> EfficientNet {
+    /// Variables `_conv_stem`, `_bn0`, `_blocks.N.*`, `_conv_head`, `_bn1` under `p`; every BatchNorm
+    /// trains with `bn_momentum` ([`BN_MOMENTUM`] is efficientnet_pytorch's).
+    pub fn new(p: &Path, arch: Arch, in_channels: i64, bn_momentum: f64) -> EfficientNet {
         let c = arch.coefficients();
         let mut image_size = c.image_size;
         let stem_out = round_filters(32, c.width);
         let conv_stem = Conv::new(&(p / "_conv_stem"), in_channels, stem_out, 3, 2, 1, false, image_size);
-        let bn0 = BatchNorm::new(&(p / "_bn0"), stem_out);
+        let bn0 = BatchNorm::new(&(p / "_bn0"), stem_out, bn_momentum);
         image_size = (image_size + 1) / 2;
 
         let total: i64 = B0_STAGES.iter().map(|s| round_repeats(s.0, c.depth)).sum();
@@ -274,14 +279,14 @@ impl EfficientNet {
                 }
                 let idx = blocks.len();
                 let rate = DROP_CONNECT_RATE * idx as f64 / total as f64;
-                blocks.push(MbConv::new(&(&blocks_path / idx), args, image_size, rate));
+                blocks.push(MbConv::new(&(&blocks_path / idx), args, image_size, rate, bn_momentum));
                 image_size = (image_size + args.stride - 1) / args.stride;
             }
         }
         let last = blocks.last().map(|b| b.args.output_filters).unwrap_or(stem_out);
         let channels_out = round_filters(1280, c.width);
         let conv_head = Conv::new(&(p / "_conv_head"), last, channels_out, 1, 1, 1, false, image_size);
-        let bn1 = BatchNorm::new(&(p / "_bn1"), channels_out);
+        let bn1 = BatchNorm::new(&(p / "_bn1"), channels_out, bn_momentum);
         EfficientNet { arch, conv_stem, bn0, blocks, conv_head, bn1, channels_out }
     }
 

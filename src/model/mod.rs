@@ -115,7 +115,14 @@ impl PslaModel {
     /// when it trains from scratch (PyTorch's default conv init, BatchNorm weight 1 bias 0; PSLA's
     /// `init_layer` for single attention and mean pooling; head weights 1/heads).
     pub fn new(p: &tch::nn::Path, cfg: &ModelConfig) -> PslaModel {
-        let effnet = efficientnet::EfficientNet::new(&(p / "effnet"), cfg.arch, 1);
+        Self::with_bn_momentum(p, cfg, efficientnet::BN_MOMENTUM)
+    }
+
+    /// As [`PslaModel::new`], with BatchNorm running statistics that follow the training batches with
+    /// `bn_momentum` instead of efficientnet_pytorch's 0.01 (a short run's statistics never settle at
+    /// 0.01: a few dozen steps leave eval-mode outputs nearly constant).
+    pub fn with_bn_momentum(p: &tch::nn::Path, cfg: &ModelConfig, bn_momentum: f64) -> PslaModel {
+        let effnet = efficientnet::EfficientNet::new(&(p / "effnet"), cfg.arch, 1, bn_momentum);
         let head = heads::Head::new(&(p / "attention"), effnet.channels_out(), cfg.classes as i64, cfg.heads);
         PslaModel { config: cfg.clone(), effnet, head }
     }

@@ -745,7 +745,11 @@ fn predict(
 fn build_model(vs: &tch::nn::VarStore, cfg: &TrainConfig, classes: usize) -> Result<crate::model::PslaModel> {
     let arch: crate::model::Arch = cfg.model.arch.parse().map_err(|e| Error::invalid(format!("model.arch: {e}")))?;
     let mc = crate::model::ModelConfig { arch, heads: cfg.model.heads as _, classes: classes as _ };
-    Ok(crate::model::PslaModel::new(&vs.root(), &mc))
+    let momentum = cfg.model.bn_momentum.unwrap_or(crate::model::efficientnet::BN_MOMENTUM);
+    if !(momentum > 0.0 && momentum <= 1.0) {
+        return Err(Error::invalid(format!("model.bn_momentum must be in (0, 1], got {momentum}")));
+    }
+    Ok(crate::model::PslaModel::with_bn_momentum(&vs.root(), &mc, momentum))
 }
 
 fn save_checkpoint(vs: &tch::nn::VarStore, path: &Path, stage: &TrainStage, vocab: &[String], epoch: u32, mean: f64, std: f64) -> Result<()> {

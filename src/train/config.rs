@@ -38,6 +38,10 @@ pub struct ModelSection {
     pub arch: String,
     /// 0 = mean pooling, 1 = single attention, 4 = PSLA's multi-head attention (any n >= 1 works).
     pub heads: u32,
+    /// BatchNorm running-statistics momentum in training [default: efficientnet_pytorch's 0.01, as PSLA].
+    /// Short runs (the demo) need more: at 0.01 the statistics move 1% a step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_momentum: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
