@@ -587,6 +587,8 @@ fn run(cli: Cli) -> Result<()> {
             spec.stages[0].tables.insert("labels".into(), labels);
             spec.stages[0].tables.insert("eval_labels".into(), eval_labels);
             let root = RunRoot::open(&root)?;
+            // The stage reads tables earlier commands wrote into this run root.
+            spec.inputs = root.manifest()?.tables.keys().cloned().collect();
             let opts = RunOptions { force: true, progress, ..Default::default() };
             pipeline::run_spec(&spec, &root, &opts, &mut err)?;
         }

@@ -559,3 +559,38 @@ fn a_diverging_loss_stops_with_the_epoch_and_step_and_keeps_the_last_good_checkp
     }
     assert!(!root.join(format!("models/student/epoch-{epoch:02}.safetensors")).exists());
 }
+
+#[test]
+fn psla_train_trains_on_the_tables_a_run_root_already_has() {
+    // A copy of the shared demo run (features, labels, classes, clips, feature_stats are in it).
+    let demo = crate::common::demo_run();
+    let dir = crate::common::tempdir();
+    let root = dir.path().join("root");
+    copy_dir(&demo.root, &root);
+    std::fs::write(dir.path().join("recipe.toml"), TEST_RECIPE.replace("EPOCHS", "1")).unwrap();
+    let out = run_ok(
+        psla()
+            .args(["train", "--root"])
+            .arg(&root)
+            .arg("--config")
+            .arg(dir.path().join("recipe.toml"))
+            .args(["--name", "cli", "--device", "cpu", "--train-splits", "train", "--threads", "2"]),
+    );
+    let log = stderr(&out);
+    assert!(log.contains("train:"), "{log}");
+    assert!(root.join("models/cli/epoch-01.safetensors").exists(), "{log}");
+    assert_eq!(sql_csv(&root, "SELECT count(*) FROM train_metrics")[1], "1");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
