@@ -171,7 +171,7 @@ fn shipped_pipelines_validate() {
 fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing() {
     let demo = demo_run();
     let (root, first) = (&demo.root, &demo.log);
-    assert_eq!(ran(first), vec!["demo_data", "ingest", "features", "label", "sample", "evaluate_teacher", "report"], "{first}");
+    assert_eq!(ran(first), vec!["demo_data", "ingest", "features", "label", "sample", "evaluate_teacher", "train_teacher", "report"], "{first}");
     // The ingested labels are exactly the observed labels of the hidden truth, on both splits.
     assert_eq!(
         sql_count(&root, "SELECT count(*) FROM labels"),
@@ -216,6 +216,19 @@ fn demo_runs_ingests_and_featurises_the_generated_data_and_a_rerun_does_nothing(
     // The simulated teacher evaluated on the 80 clean eval clips: far above chance.
     assert_eq!(sql_count(&root, "SELECT clips FROM teacher_metrics_summary"), 80);
     assert_eq!(sql_count(&root, "SELECT count(*) FROM teacher_metrics_summary WHERE map > 0.8"), 1);
+    // The teacher trained on the noisy labels (demo_cpu): 6 epochs, each evaluated on the eval split; its
+    // final eval mAP is far above chance (0.602 against 0.21 when measured on 2 cores).
+    assert_eq!(sql_count(root, "SELECT count(*) FROM train_metrics_teacher"), 6);
+    let chance = sql_csv(
+        root,
+        "SELECT avg(rate) FROM (SELECT count(*) * 1.0 / (SELECT count(*) FROM clips WHERE split = 'eval') AS rate \
+         FROM labels l JOIN clips c USING (clip_id) WHERE c.split = 'eval' GROUP BY l.mid)",
+    )[1]
+        .parse::<f64>()
+        .unwrap();
+    let map = sql_csv(root, "SELECT map FROM train_metrics_teacher WHERE epoch = 6")[1].parse::<f64>().unwrap();
+    assert!(map > chance + 0.2, "teacher eval mAP {map} vs chance {chance}");
+    assert!(root.join("models/teacher/epoch-06.safetensors").exists());
     // Both kinds of label noise are present in the train split, none in eval.
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type1'") > 0);
     assert!(sql_count(&root, "SELECT count(*) FROM demo_truth WHERE dropped = 'type2'") > 0);
