@@ -330,22 +330,33 @@ enum Command {
         threads: Option<usize>,
     },
 
-    /// Score a features table with one or more checkpoints: eval-mode forward, predictions out.
+    /// Score audio or a features table with one or more checkpoints: eval-mode forward, predictions out.
     #[command(
-        long_about = "Score every clip of a features table (psla features) with PSLA model checkpoints.\n\n\
-                      Each clip's fbank is padded with zeros at the end or cut to the target frames, normalised, \
-                      and run through the model in eval mode, in batches. With several --checkpoint files the \
-                      score is the mean of their probabilities (all must share one class vocabulary). Writes OUT \
-                      with one row per (clip, class): clip_id, class_index, mid, score; mid is the class id from \
-                      the checkpoint's metadata, or the class index as text for a file without one.\n\n\
+        long_about = "Score audio (files, folders, file:// URLs) or a features table (psla features) with PSLA model \
+                      checkpoints.\n\n\
+                      Audio is decoded and featurised exactly as psla features does (16 kHz, PSLA's fbank); files \
+                      that cannot be read go to --rejects with the reason and the rest are scored. Each clip's fbank \
+                      is padded with zeros at the end or cut to the target frames, normalised, and run through the \
+                      model in eval mode, in batches. With several --checkpoint files the score is the mean of their \
+                      probabilities (all must share one class vocabulary). Writes OUT with one row per (clip, class): \
+                      clip_id, class_index, mid, score; mid is the class id from the checkpoint's metadata, or the \
+                      class index as text for a file without one.\n\n\
+                      Long recordings: --window SECONDS [--hop SECONDS] scores sliding windows (the last one ends at \
+                      the clip's end) and writes one row per (clip, window, class) to --windows-out (clip_id, start_s, \
+                      end_s, class_index, mid, score); OUT then holds each clip's max over its windows as score, plus \
+                      score_mean and windows. --top K and --min-score X keep only the K best classes of each clip \
+                      (and window) and the scores >= X.\n\n\
                       psla's checkpoints carry their architecture, heads, classes, normalisation and target \
                       frames. PSLA's own state dicts (converted to safetensors; a `module.` prefix and `_fc` \
                       keys are accepted) carry none: the model is told from the tensor shapes (--arch and \
                       --heads, when given, are checked against it), and PSLA's constants and 1056 frames are \
                       the defaults.",
-        after_help = "Examples:\n  psla score --checkpoint run/models/teacher/epoch-30.safetensors features.parquet --out predictions.parquet\n  \
+        after_help = "Examples:\n  psla score --checkpoint run/models/teacher/epoch-30.safetensors my_audio/ --out predictions.parquet\n  \
+                      psla score --checkpoint run/models/teacher/epoch-30.safetensors features.parquet --out predictions.parquet\n  \
                       psla score --checkpoint a.safetensors --checkpoint b.safetensors eval_features.parquet \\\n    \
                       --out ensemble.parquet --device cuda:0 --batch-size 64\n  \
+                      psla score --checkpoint wa.safetensors recordings/ --window 10 --hop 5 --top 5 \\\n    \
+                      --out clips.parquet --windows-out windows.parquet\n  \
                       psla score --checkpoint psla_as_b2.safetensors --arch efficientnet-b2 --heads 4 features.parquet \\\n    \
                       --normalize psla --target-frames 1056 --out p.parquet"
     )]
@@ -353,12 +364,36 @@ enum Command {
         /// A checkpoint (safetensors); repeat for an ensemble (mean of probabilities).
         #[arg(long = "checkpoint", value_name = "FILE.safetensors", required = true)]
         checkpoints: Vec<String>,
-        /// The features table (psla features --out).
-        #[arg(value_name = "FEATURES.parquet")]
-        features: PathBuf,
+        /// Audio files, folders or file:// URLs; or one features table (a .parquet file from psla features).
+        #[arg(value_name = "INPUT", required = true)]
+        inputs: Vec<String>,
         /// The predictions to write.
         #[arg(long, value_name = "FILE.parquet")]
         out: PathBuf,
+        /// For audio input: the clips that could not be scored, with the reason [default: OUT's name + .rejects.parquet].
+        #[arg(long, value_name = "FILE.parquet")]
+        rejects: Option<PathBuf>,
+        /// For audio input: keep the computed features here (a rerun reuses the clips already in it).
+        #[arg(long, value_name = "FILE.parquet")]
+        features_out: Option<PathBuf>,
+        /// For audio input: decoding and fbank threads (default: all cores).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+        /// Score sliding windows of this many seconds (see --windows-out).
+        #[arg(long, value_name = "SECONDS")]
+        window: Option<f64>,
+        /// Seconds between window starts [default: the window].
+        #[arg(long, value_name = "SECONDS", requires = "window")]
+        hop: Option<f64>,
+        /// With --window: the per-window rows [default: OUT's name + .windows.parquet].
+        #[arg(long, value_name = "FILE.parquet", requires = "window")]
+        windows_out: Option<PathBuf>,
+        /// Keep only the K highest-scoring classes of each clip (and window).
+        #[arg(long, value_name = "K")]
+        top: Option<usize>,
+        /// Keep only scores at or above X.
+        #[arg(long, value_name = "X")]
+        min_score: Option<f32>,
         /// checkpoint (what it was trained with), none, psla (-4.6476,4.5699), stats (needs --stats) or MEAN,STD.
         #[arg(long, default_value = "checkpoint", value_name = "HOW", allow_hyphen_values = true)]
         normalize: String,
@@ -581,7 +616,7 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(err, "{line}")?;
         }
         Command::Train { root, config, name, labels, eval_labels, train_splits, eval_splits, device, seed, epochs, init, threads } => {
-            let params = psla::stages::train::TrainParams { config, name, seed, device, train_splits, eval_splits, init, epochs, threads };
+            let params = psla::stages::train::TrainParams { config, name, seed, device, train_splits, eval_splits, init, epochs, heads: None, sampling: None, threads };
             let table = toml::Table::try_from(&params).map_err(|e| Error::invalid(e))?;
             let mut spec = PipelineSpec::single("psla train", "train", table);
             spec.stages[0].tables.insert("labels".into(), labels);
@@ -592,9 +627,57 @@ fn run(cli: Cli) -> Result<()> {
             let opts = RunOptions { force: true, progress, ..Default::default() };
             pipeline::run_spec(&spec, &root, &opts, &mut err)?;
         }
-        Command::Score { checkpoints, features, out, normalize, stats, target_frames, batch_size, device, arch, heads } => {
-            let params = psla::stages::score::ScoreParams { checkpoint: checkpoints, normalize, target_frames, batch_size, device, arch, heads };
-            let line = psla::stages::score::run_to_files(&params, &features, stats.as_deref(), &out, progress)?;
+        Command::Score {
+            checkpoints,
+            inputs,
+            out,
+            rejects,
+            features_out,
+            threads,
+            window,
+            hop,
+            windows_out,
+            top,
+            min_score,
+            normalize,
+            stats,
+            target_frames,
+            batch_size,
+            device,
+            arch,
+            heads,
+        } => {
+            use psla::stages::score::{ScoreInput, ScoreParams};
+            let params = ScoreParams { checkpoint: checkpoints, normalize, target_frames, batch_size, device, arch, heads, window, hop, top, min_score, splits: None };
+            let beside = |suffix: &str| {
+                let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                out.with_file_name(format!("{}{suffix}", name.strip_suffix(".parquet").unwrap_or(&name)))
+            };
+            let tables: Vec<&String> = inputs.iter().filter(|i| i.ends_with(".parquet")).collect();
+            let input = match (tables.len(), inputs.len()) {
+                (0, _) => ScoreInput::Audio {
+                    inputs,
+                    features_out,
+                    rejects_out: rejects.unwrap_or_else(|| beside(".rejects.parquet")),
+                    threads,
+                },
+                (1, 1) => {
+                    if rejects.is_some() || features_out.is_some() || threads.is_some() {
+                        return Err(Error::invalid(
+                            "--rejects, --features-out and --threads are for audio input; the input is a features table",
+                        ));
+                    }
+                    ScoreInput::Features(PathBuf::from(&inputs[0]))
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "give audio inputs or one features table, not both: {} is a Parquet file",
+                        tables[0]
+                    )))
+                }
+            };
+            let windows_out = window.map(|_| windows_out.unwrap_or_else(|| beside(".windows.parquet")));
+            let line = psla::stages::score::run_to_files(&params, &input, stats.as_deref(), &out, windows_out.as_deref(), progress)?;
             writeln!(err, "{line}")?;
         }
         Command::Sql { query, file, root, format, out } => {
@@ -621,7 +704,14 @@ fn run(cli: Cli) -> Result<()> {
             let opts = RunOptions { dry_run, force, progress, ..Default::default() };
             pipeline::run_spec(&spec, &root, &opts, &mut err)?;
             if !dry_run {
-                writeln!(err, "demo run root: {} (try `psla tables --root {}`)", root.location(), root.location())?;
+                writeln!(err, "\n{}", psla::stages::demo_data::summary(&root)?)?;
+                writeln!(
+                    err,
+                    "report: {}\ndemo run root: {} (try `psla tables --root {}`)",
+                    root.url_of("report.html"),
+                    root.location(),
+                    root.location()
+                )?;
             }
         }
         Command::Report { root, out } => {

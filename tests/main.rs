@@ -17,6 +17,7 @@ mod ingest;
 mod label;
 mod model;
 mod pipeline;
+mod recipes;
 mod readers;
 mod report;
 mod sample;

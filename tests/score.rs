@@ -306,3 +306,211 @@ fn the_score_stage_writes_the_same_predictions_in_a_pipeline() {
     let res = run_ok(psla().arg("run").arg(&spec).arg("--root").arg(&root));
     assert!(stderr(&res).lines().any(|l| l.starts_with("score: 5 rows in")), "{}", stderr(&res));
 }
+
+/// A features-file run's predictions, for comparisons.
+fn score_features(s: &Setup, extra: &[&str], out: &Path) -> BTreeMap<(String, i32), (String, f32)> {
+    run_ok(
+        psla().arg("score").arg("--checkpoint").arg(reference("effnet_b0_heads4.safetensors")).arg(&s.features)
+            .args(["--target-frames", "100", "--device", "cpu"]).args(extra).arg("--out").arg(out),
+    );
+    predictions(read(out))
+}
+
+#[test]
+fn scoring_audio_equals_scoring_its_features_and_bad_files_go_to_rejects() {
+    let s = setup();
+    let audio = s.dir.path().join("audio");
+    fs::write(audio.join("broken.wav"), b"RIFF this is not really a wav file").unwrap();
+    let out = s.dir.path().join("from_audio.parquet");
+    let res = run_ok(
+        psla().arg("score").arg("--checkpoint").arg(reference("effnet_b0_heads4.safetensors")).arg(&audio)
+            .args(["--target-frames", "100", "--device", "cpu"]).arg("--out").arg(&out),
+    );
+    let log = stderr(&res);
+    assert!(log.contains("features: 5 clips") && log.contains("1 rejects") && log.contains("score: 5 clips"), "{log}");
+    let from_audio = predictions(read(&out));
+    let from_features = score_features(&s, &[], &s.dir.path().join("from_features.parquet"));
+    assert_eq!(from_audio.len(), 50);
+    assert_eq!(from_audio, from_features, "audio in and its features table in must give the same predictions");
+    // The bad file is a reject with its reason, beside the output; the temporary features are gone.
+    let rejects = read(&s.dir.path().join("from_audio.rejects.parquet"));
+    let ids: Vec<String> = rejects.iter().flat_map(|b| b.column_by_name("clip_id").unwrap().as_string::<i32>().iter().map(|x| x.unwrap().to_string()).collect::<Vec<_>>()).collect();
+    assert_eq!(ids, ["broken.wav"]);
+    let reason = rejects[0].column_by_name("reason").unwrap().as_string::<i32>().value(0).to_string();
+    assert!(!reason.is_empty(), "a reject has a reason");
+    assert!(!s.dir.path().join("from_audio.parquet.features.parquet").exists());
+    // --features-out keeps them: a features table equal to psla features' own.
+    let kept = s.dir.path().join("kept_features.parquet");
+    run_ok(
+        psla().arg("score").arg("--checkpoint").arg(reference("effnet_b0_heads4.safetensors")).arg(&audio)
+            .args(["--target-frames", "100", "--device", "cpu"]).arg("--features-out").arg(&kept).arg("--out").arg(&out),
+    );
+    assert_eq!(features(&kept), s.feats);
+    // Mixing a features table with audio is refused.
+    let err = run_err(
+        psla().arg("score").arg("--checkpoint").arg(reference("effnet_b0_heads4.safetensors")).arg(&audio).arg(&s.features)
+            .arg("--out").arg(&out),
+    );
+    assert!(err.contains("not both"), "{err}");
+}
+
+#[test]
+fn top_and_min_score_keep_exactly_the_best_scores() {
+    let s = setup();
+    let full = score_features(&s, &[], &s.dir.path().join("full.parquet"));
+    let top = score_features(&s, &["--top", "3"], &s.dir.path().join("top.parquet"));
+    for clip in s.feats.keys() {
+        let mut all: Vec<(i32, f32)> = full.iter().filter(|((c, _), _)| c == clip).map(|((_, k), (_, p))| (*k, *p)).collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut want: Vec<i32> = all[..3].iter().map(|x| x.0).collect();
+        want.sort();
+        let got: Vec<i32> = top.keys().filter(|(c, _)| c == clip).map(|(_, k)| *k).collect();
+        assert_eq!(got, want, "{clip}: the 3 best classes");
+    }
+    assert!(top.iter().all(|(key, v)| full[key] == *v));
+    // A threshold in the middle of the scores (this head's outputs are not bounded by 1).
+    let mut all: Vec<f32> = full.values().map(|v| v.1).collect();
+    all.sort_by(f32::total_cmp);
+    let cut = all[all.len() / 2];
+    let min = score_features(&s, &["--min-score", &cut.to_string()], &s.dir.path().join("min.parquet"));
+    let want: BTreeMap<_, _> = full.iter().filter(|(_, (_, p))| *p >= cut).map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert!(!want.is_empty() && want.len() < full.len(), "the threshold should cut somewhere: {}", want.len());
+    assert_eq!(min, want);
+}
+
+#[test]
+fn window_starts_cover_the_clip_with_whole_windows() {
+    use psla::stages::score::window_starts;
+    assert_eq!(window_starts(448, 98, 50), vec![0, 50, 100, 150, 200, 250, 300, 350]);
+    assert_eq!(window_starts(450, 98, 50), vec![0, 50, 100, 150, 200, 250, 300, 350, 352]);
+    assert_eq!(window_starts(60, 98, 50), vec![0]);
+    assert_eq!(window_starts(98, 98, 98), vec![0]);
+    assert_eq!(window_starts(200, 98, 98), vec![0, 98, 102]);
+}
+
+#[test]
+fn windows_score_each_window_as_a_clip_and_the_clip_gets_their_max_and_mean() {
+    let s = setup();
+    let out = s.dir.path().join("clips.parquet");
+    let windows_out = s.dir.path().join("windows.parquet");
+    run_ok(
+        psla().arg("score").arg("--checkpoint").arg(reference("effnet_b0_heads4.safetensors")).arg(&s.features)
+            .args(["--target-frames", "100", "--device", "cpu", "--window", "1.0", "--hop", "0.5"])
+            .arg("--windows-out").arg(&windows_out).arg("--out").arg(&out),
+    );
+    // 1 s of audio is 98 frames; a hop of 0.5 s is 50 frames.
+    let (_vs, model) = reference_model(4);
+    let mut expected_windows = BTreeMap::new();
+    for (id, (frames, v)) in &s.feats {
+        for start in psla::stages::score::window_starts(*frames, 98, 50) {
+            let end = (start + 98).min(*frames);
+            let one = BTreeMap::from([(id.clone(), (end - start, v[start * 128..end * 128].to_vec()))]);
+            expected_windows.insert((id.clone(), start), direct(&model, &one, 100, PSLA_AUDIOSET).remove(id).unwrap());
+        }
+    }
+    let mut got = BTreeMap::new();
+    for b in read(&windows_out) {
+        let names: Vec<_> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["clip_id", "start_s", "end_s", "class_index", "mid", "score"]);
+        let ids = b.column(0).as_string::<i32>().clone();
+        let start = b.column(1).as_primitive::<arrow::datatypes::Float64Type>().clone();
+        let end = b.column(2).as_primitive::<arrow::datatypes::Float64Type>().clone();
+        let k = b.column(3).as_primitive::<Int32Type>().clone();
+        let score = b.column(5).as_primitive::<Float32Type>().clone();
+        for i in 0..b.num_rows() {
+            let frame = (start.value(i) * 100.0).round() as usize;
+            let frames = s.feats[ids.value(i)].0;
+            let span_frames = 98.min(frames);
+            assert!((end.value(i) - (start.value(i) + (span_frames - 1) as f64 * 0.01 + 0.025)).abs() < 1e-9);
+            let e: &mut Vec<f32> = got.entry((ids.value(i).to_string(), frame)).or_default();
+            assert_eq!(e.len(), k.value(i) as usize);
+            e.push(score.value(i));
+        }
+    }
+    assert_eq!(got.keys().collect::<Vec<_>>(), expected_windows.keys().collect::<Vec<_>>());
+    let mut d = 0f64;
+    for (key, want) in &expected_windows {
+        for (a, b) in got[key].iter().zip(want) {
+            d = d.max((a - b).abs() as f64);
+        }
+    }
+    assert!(d <= 1e-6, "window scores vs a direct forward of the window: {d}");
+    // Clip level: max and mean over the windows.
+    for b in read(&out) {
+        let names: Vec<_> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["clip_id", "class_index", "mid", "score", "score_mean", "windows"]);
+        let ids = b.column(0).as_string::<i32>().clone();
+        let k = b.column(1).as_primitive::<Int32Type>().clone();
+        let max = b.column(3).as_primitive::<Float32Type>().clone();
+        let mean = b.column(4).as_primitive::<Float32Type>().clone();
+        let n = b.column(5).as_primitive::<Int32Type>().clone();
+        for i in 0..b.num_rows() {
+            let ws: Vec<f32> = got.iter().filter(|((c, _), _)| c == ids.value(i)).map(|(_, v)| v[k.value(i) as usize]).collect();
+            assert_eq!(n.value(i) as usize, ws.len());
+            assert_eq!(max.value(i), ws.iter().cloned().fold(f32::MIN, f32::max));
+            let m = ws.iter().map(|&x| x as f64).sum::<f64>() / ws.len() as f64;
+            assert!((mean.value(i) as f64 - m).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn a_sound_in_the_last_10_s_of_a_30_s_recording_scores_high_only_in_the_last_windows() {
+    let demo = demo_run();
+    let root = &demo.root;
+    // The eval clip and class the demo teacher recognises best: a true label it scores high, for a class it
+    // scores low on the eval clips without it.
+    let pick = sql_csv(
+        root,
+        "WITH p AS (SELECT p.clip_id, p.mid, p.score, l.mid IS NOT NULL AS positive FROM predictions_teacher p \
+           JOIN clips c ON c.clip_id = p.clip_id AND c.split = 'eval' \
+           LEFT JOIN labels l ON l.clip_id = p.clip_id AND l.mid = p.mid), \
+         neg AS (SELECT mid, max(score) AS worst FROM p WHERE NOT positive GROUP BY mid) \
+         SELECT p.clip_id, p.mid, c.audio_uri FROM p JOIN neg USING (mid) JOIN clips c USING (clip_id) \
+         WHERE p.positive ORDER BY p.score - neg.worst DESC, p.clip_id LIMIT 1",
+    );
+    let row: Vec<&str> = pick[1].split(',').collect();
+    let (mid, uri) = (row[1].to_string(), row[2]);
+    let path = url::Url::parse(uri).unwrap().to_file_path().unwrap();
+    let clip: Vec<f32> = hound::WavReader::open(&path).unwrap().into_samples::<i16>().map(|s| s.unwrap() as f32 / 32768.0).collect();
+    assert_eq!(clip.len(), 32000, "demo clips are 2 s at 16 kHz");
+    // 20 s of faint noise, then the clip five times (10 s).
+    let mut x = 12345u64;
+    let mut wave: Vec<f32> = (0..20 * 16000)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.002
+        })
+        .collect();
+    for _ in 0..5 {
+        wave.extend_from_slice(&clip);
+    }
+    let dir = tempdir();
+    let audio = dir.path().join("long");
+    fs::create_dir_all(&audio).unwrap();
+    write_wav(&audio.join("recording.wav"), &wave);
+    let out = dir.path().join("p.parquet");
+    let windows_out = dir.path().join("w.parquet");
+    run_ok(
+        psla().arg("score").arg("--checkpoint").arg(root.join("models/teacher/epoch-06.safetensors")).arg(&audio)
+            .args(["--device", "cpu", "--window", "2", "--hop", "1"]).arg("--windows-out").arg(&windows_out).arg("--out").arg(&out),
+    );
+    let mut windows: Vec<(f64, f32)> = Vec::new();
+    for b in read(&windows_out) {
+        let start = b.column(1).as_primitive::<arrow::datatypes::Float64Type>().clone();
+        let mids = b.column(4).as_string::<i32>().clone();
+        let score = b.column(5).as_primitive::<Float32Type>().clone();
+        for i in 0..b.num_rows() {
+            if mids.value(i) == mid {
+                windows.push((start.value(i), score.value(i)));
+            }
+        }
+    }
+    assert_eq!(windows.len(), 29, "2 s windows every 1 s over 30 s (the last ends at the end)");
+    let last: Vec<f32> = windows.iter().filter(|(s, _)| *s >= 19.99).map(|w| w.1).collect();
+    let first: Vec<f32> = windows.iter().filter(|(s, _)| *s + 2.0 <= 20.01).map(|w| w.1).collect();
+    let (low, high) = (last.iter().cloned().fold(f32::MAX, f32::min), first.iter().cloned().fold(f32::MIN, f32::max));
+    println!("class {mid}: windows in the last 10 s score >= {low:.3}, windows in the first 20 s <= {high:.3}");
+    assert!(last.len() >= 8 && first.len() >= 18);
+    assert!(low > high + 0.2, "the sound's windows ({low}) must score well above the rest ({high})");
+}

@@ -1071,3 +1071,25 @@ fn truth_batch(rows: &[TruthRow]) -> Result<arrow::array::RecordBatch> {
         ],
     )?)
 }
+
+/// The SQL of the demo's closing table, embedded from `sql/demo/`.
+pub mod sql {
+    pub const MODELS: &str = include_str!("../../sql/demo/models.sql");
+    pub const LABEL_QUALITY: &str = include_str!("../../sql/demo/label_quality.sql");
+}
+
+/// The table `psla demo` ends with: every model's eval mAP (`sql/demo/models.sql`) and the label
+/// enhancement's precision and recall against the hidden truth (`sql/demo/label_quality.sql`).
+pub fn summary(root: &crate::table::RunRoot) -> Result<String> {
+    let session = crate::sql::Session::open(root)?;
+    let pretty = |sql: &str, what: &str| -> Result<String> {
+        let t = session.query_read_only(sql).map_err(|e| crate::error::Error::invalid(format!("the demo's {what} table: {e}")))?;
+        Ok(arrow::util::pretty::pretty_format_batches(&t.batches)?.to_string())
+    };
+    Ok(format!(
+        "Models on the clean eval split (sql/demo/models.sql):\n{}\n\
+         Label enhancement against the hidden truth, train split (sql/demo/label_quality.sql):\n{}",
+        pretty(sql::MODELS, "models")?,
+        pretty(sql::LABEL_QUALITY, "label quality")?
+    ))
+}

@@ -307,3 +307,78 @@ fn encode_mean(sum: &[f64], divisor: f64, dtype: safetensors::tensor::Dtype) -> 
     }
     out
 }
+
+/// The `average_weights` stage: PSLA's weight averaging of a run's last checkpoints into one model file.
+pub const AVERAGE_WEIGHTS_KIND: StageKind = StageKind {
+    name: "average_weights",
+    about: "PSLA's weight averaging: the mean of checkpoints (BatchNorm statistics included) -> one model file",
+    build: |value, resolver| {
+        let mut p: AverageWeightsParams = params_from(value)?;
+        for c in &mut p.checkpoints {
+            *c = resolver.path(c);
+        }
+        p.out = resolver.path(&p.out);
+        p.check().map_err(|e| e.to_string())?;
+        Ok(Box::new(p))
+    },
+};
+
+/// Parameters of `average_weights` (the `[stage.<id>]` keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AverageWeightsParams {
+    /// The checkpoints to average (at least two), e.g. the last epochs of one training run.
+    pub checkpoints: Vec<String>,
+    /// The averaged model file; its folder is this stage's output (a stage reading a file there runs after it).
+    pub out: String,
+    /// PSLA's own figure, which counts the first checkpoint twice (see docs/training.md).
+    #[serde(default)]
+    pub psla_compat: bool,
+}
+
+impl AverageWeightsParams {
+    fn check(&self) -> Result<()> {
+        if self.checkpoints.len() < 2 {
+            return Err(Error::invalid(format!("weight averaging needs at least two checkpoints, got {}", self.checkpoints.len())));
+        }
+        let out = super::local_path(&self.out);
+        if out.parent().is_none_or(|p| p.as_os_str().is_empty()) || out.file_name().is_none() {
+            return Err(Error::invalid(format!("`out` = {:?}: give a file path inside a folder", self.out)));
+        }
+        if self.checkpoints.iter().any(|c| super::local_path(c) == out) {
+            return Err(Error::invalid("`out` is one of the checkpoints it averages"));
+        }
+        Ok(())
+    }
+
+    fn out_dir(&self) -> String {
+        super::local_path(&self.out).parent().expect("checked").display().to_string()
+    }
+}
+
+impl Stage for AverageWeightsParams {
+    fn kind(&self) -> &'static str {
+        "average_weights"
+    }
+
+    fn io(&self) -> StageIo {
+        StageIo {
+            input_files: self.checkpoints.iter().map(|c| ("checkpoints", c.clone())).collect(),
+            output_dirs: vec![self.out_dir()],
+            ..Default::default()
+        }
+    }
+
+    fn params_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("params serialize")
+    }
+
+    fn run(&self, _ctx: &StageContext) -> Result<StageOutput> {
+        let paths: Vec<std::path::PathBuf> = self.checkpoints.iter().map(|c| super::local_path(c)).collect();
+        let out = super::local_path(&self.out);
+        std::fs::create_dir_all(out.parent().expect("checked")).map_err(|e| Error::file(&out, None, e))?;
+        let how = if self.psla_compat { WeightMean::PslaCompat } else { WeightMean::Mean };
+        let detail = average_checkpoints(&paths, &out, how)?;
+        Ok(StageOutput { rows_in: paths.len() as u64, rows_out: 1, detail, ..Default::default() })
+    }
+}

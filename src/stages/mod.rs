@@ -111,6 +111,7 @@ pub fn kinds() -> &'static [StageKind] {
         demo_data::KIND,
         ingest::KIND,
         ensemble::KIND,
+        ensemble::AVERAGE_WEIGHTS_KIND,
         evaluate::KIND,
         features::KIND,
         label::KIND,

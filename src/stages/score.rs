@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float32Array, Int32Array, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, Float32Array, Float64Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -38,6 +38,30 @@ pub const KIND: StageKind = StageKind {
 /// Frames per clip for a checkpoint without metadata (PSLA's AudioSet `target_length`).
 pub const PSLA_TARGET_FRAMES: i64 = 1056;
 
+/// The fbank's frame length and shift (Kaldi's 25 ms and 10 ms, as PSLA computes it at any rate).
+const FRAME_LENGTH_S: f64 = 0.025;
+const FRAME_SHIFT_S: f64 = 0.010;
+
+/// The fbank frames of `seconds` of audio (snip_edges: whole frames only).
+fn frames_in(seconds: f64) -> usize {
+    (((seconds - FRAME_LENGTH_S) / FRAME_SHIFT_S + 1e-6).floor() as usize) + 1
+}
+
+/// The first frame of every window of a clip of `frames` frames: every `hop` frames while a whole
+/// window fits, then one more window ending at the clip's end if the last did not reach it. A clip
+/// shorter than one window is one window (padded like any short clip).
+pub fn window_starts(frames: usize, window: usize, hop: usize) -> Vec<usize> {
+    if frames <= window {
+        return vec![0];
+    }
+    let last = frames - window;
+    let mut starts: Vec<usize> = (0..=last).step_by(hop.max(1)).collect();
+    if *starts.last().expect("at least 0") != last {
+        starts.push(last);
+    }
+    starts
+}
+
 /// Parameters of `score` (the `[stage.<id>]` keys and `psla score` flags).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +89,22 @@ pub struct ScoreParams {
     /// For files without metadata: checked against the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heads: Option<usize>,
+    /// Score sliding windows of this many seconds (long recordings): per-window rows go to
+    /// `window_predictions`, and `predictions` holds each clip's max (`score`) and mean over its windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<f64>,
+    /// Seconds between window starts (default: the window, no overlap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<f64>,
+    /// Keep only the K highest-scoring classes of each clip (and window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<usize>,
+    /// Keep only scores at or above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_score: Option<f32>,
+    /// Pipeline stage only: score only the clips of these splits (the `clips` table's `split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splits: Option<Vec<String>>,
 }
 
 fn default_normalize() -> String {
@@ -101,6 +141,11 @@ impl ScoreParams {
             device: default_device(),
             arch: None,
             heads: None,
+            window: None,
+            hop: None,
+            top: None,
+            min_score: None,
+            splits: None,
         }
     }
 
@@ -128,7 +173,34 @@ impl ScoreParams {
         if let Some(a) = &self.arch {
             a.parse::<Arch>().map_err(Error::invalid)?;
         }
+        match (self.window, self.hop) {
+            (Some(w), _) if !(w.is_finite() && w >= FRAME_LENGTH_S) => {
+                return Err(Error::invalid(format!("window {w} s: a window must be at least one 25 ms frame")));
+            }
+            (_, Some(h)) if !(h.is_finite() && h >= FRAME_SHIFT_S) => {
+                return Err(Error::invalid(format!("hop {h} s: the hop must be at least one 10 ms frame shift")));
+            }
+            (None, Some(_)) => return Err(Error::invalid("a hop needs a window (--window SECONDS)")),
+            _ => {}
+        }
+        if self.top == Some(0) {
+            return Err(Error::invalid("top must be at least 1"));
+        }
+        if let Some(m) = self.min_score {
+            if !m.is_finite() {
+                return Err(Error::invalid(format!("min_score {m} is not a number")));
+            }
+        }
         Ok(())
+    }
+
+    /// The windows, in fbank frames: (frames per window, frames between starts).
+    fn window_frames(&self) -> Option<(usize, usize)> {
+        self.window.map(|w| {
+            let frames = frames_in(w);
+            let hop = self.hop.map_or(frames, |h| ((h / FRAME_SHIFT_S).round() as usize).max(1));
+            (frames, hop)
+        })
     }
 
     fn normalize_choice(&self) -> NormalizeChoice {
@@ -212,9 +284,16 @@ impl Stage for ScoreParams {
         if self.normalize_choice() == NormalizeChoice::Stats {
             reads.push("feature_stats".into());
         }
+        if self.splits.is_some() {
+            reads.push("clips".into());
+        }
+        let mut writes = super::names(&["predictions"]);
+        if self.window.is_some() {
+            writes.push("window_predictions".into());
+        }
         StageIo {
             reads,
-            writes: super::names(&["predictions"]),
+            writes,
             input_files: self.checkpoint.iter().map(|c| ("checkpoint", c.clone())).collect(),
             ..Default::default()
         }
@@ -229,15 +308,35 @@ impl Stage for ScoreParams {
             NormalizeChoice::Stats => Some(psla_stats(&ctx.read("feature_stats")?, "feature_stats")?),
             _ => None,
         };
+        let keep: Option<std::collections::HashSet<String>> = match &self.splits {
+            None => None,
+            Some(splits) => {
+                let clips = ctx.read("clips")?;
+                let ids = super::evaluate::column_strings(&clips, "clip_id", "clips")?;
+                let split = super::evaluate::column_strings(&clips, "split", "clips")?;
+                Some(ids.into_iter().zip(split).filter(|(_, s)| splits.contains(s)).map(|(i, _)| i).collect())
+            }
+        };
         let started = std::time::Instant::now();
         let mut scorer = Scorer::load(self, stats)?;
         let features = ctx.table_name("features");
         let entry = ctx.root.table_entry(&features)?;
         let pb = ctx.progress_bar(entry.rows, "clips");
-        let mut writer = ctx.writer("predictions", predictions_schema())?;
-        let mut sink = |b: RecordBatch| writer.write(&b);
+        let mut writer = ctx.writer("predictions", scorer.predictions_schema())?;
+        let mut windows = match self.window {
+            Some(_) => Some(ctx.writer("window_predictions", window_predictions_schema())?),
+            None => None,
+        };
+        let mut sink = |out: Output, b: RecordBatch| match out {
+            Output::Predictions => writer.write(&b),
+            Output::Windows => windows.as_mut().expect("windows are on").write(&b),
+        };
         for file in &entry.files {
             for batch in ctx.root.read_parquet_file(file)? {
+                let batch = match &keep {
+                    Some(keep) => only_clips(&batch, keep, &features)?,
+                    None => batch,
+                };
                 scorer.feed(&batch, &features, &mut sink)?;
                 pb.set_position(scorer.clips_seen());
             }
@@ -245,9 +344,22 @@ impl Stage for ScoreParams {
         scorer.finish(&mut sink)?;
         pb.finish_and_clear();
         let rows_out = writer.rows();
-        let tables = vec![writer.finish()?];
+        let mut tables = vec![writer.finish()?];
+        if let Some(w) = windows {
+            tables.push(w.finish()?);
+        }
         Ok(StageOutput { tables, rows_in: scorer.clips_scored(), rows_out, rejects: 0, detail: scorer.summary(started.elapsed().as_secs_f64()) })
     }
+}
+
+/// The rows of a features batch whose clip_id is in `keep`.
+fn only_clips(batch: &RecordBatch, keep: &std::collections::HashSet<String>, table: &str) -> Result<RecordBatch> {
+    let ids = batch
+        .column_by_name("clip_id")
+        .ok_or_else(|| Error::table(table, "has no column `clip_id`: is it a features table?"))?;
+    let ids = arrow::compute::cast(ids, &DataType::Utf8)?;
+    let mask: arrow::array::BooleanArray = ids.as_string::<i32>().iter().map(|id| Some(id.is_some_and(|id| keep.contains(id)))).collect();
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
 /// The `predictions` schema.
@@ -259,6 +371,44 @@ pub fn predictions_schema() -> SchemaRef {
         Field::new("score", DataType::Float32, false),
     ]))
 }
+
+/// The `predictions` schema when clips are scored in windows: `score` is the max over the clip's
+/// windows (what the clip is tagged with), `score_mean` the mean, `windows` how many there were.
+pub fn windowed_predictions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("clip_id", DataType::Utf8, false),
+        Field::new("class_index", DataType::Int32, false),
+        Field::new("mid", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+        Field::new("score_mean", DataType::Float32, false),
+        Field::new("windows", DataType::Int32, false),
+    ]))
+}
+
+/// The `window_predictions` schema: one row per (clip, window, class); `start_s` and `end_s` are
+/// the audio the window's frames cover.
+pub fn window_predictions_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("clip_id", DataType::Utf8, false),
+        Field::new("start_s", DataType::Float64, false),
+        Field::new("end_s", DataType::Float64, false),
+        Field::new("class_index", DataType::Int32, false),
+        Field::new("mid", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
+/// Which output a batch of rows is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Clip-level rows (`predictions`).
+    Predictions,
+    /// Per-window rows (`window_predictions`), only with windows.
+    Windows,
+}
+
+/// Where the scorer hands its rows.
+pub type Sink<'a> = dyn FnMut(Output, RecordBatch) -> Result<()> + 'a;
 
 /// PSLA's normalisation statistics from a `feature_stats` table: the overall row's psla_mean, psla_std.
 pub fn psla_stats(stats: &TableData, table: &str) -> Result<Normalization> {
@@ -293,11 +443,21 @@ struct Member {
     target_frames: usize,
 }
 
-/// A clip waiting for its batch.
-struct Clip {
-    id: String,
+/// A clip, or a window of one, waiting for its batch.
+struct Unit {
+    id: Arc<str>,
+    /// The window's first frame in the clip (0 without windows).
+    start: usize,
     frames: usize,
     values: Vec<f32>,
+}
+
+/// The running max and sum over the windows of the clip being scored.
+struct ClipWindows {
+    id: Arc<str>,
+    max: Vec<f32>,
+    sum: Vec<f64>,
+    windows: usize,
 }
 
 /// Scores features batch by batch with one or more checkpoints.
@@ -308,9 +468,15 @@ pub struct Scorer {
     mids_known: bool,
     device: Device,
     batch_size: usize,
-    pending: Vec<Clip>,
+    /// (frames per window, frames between starts) when scoring windows.
+    windows: Option<(usize, usize)>,
+    top: Option<usize>,
+    min_score: Option<f32>,
+    pending: Vec<Unit>,
+    current: Option<ClipWindows>,
     seen: u64,
     scored: u64,
+    windows_scored: u64,
 }
 
 impl Scorer {
@@ -367,7 +533,21 @@ impl Scorer {
             Some((m, _)) => (m, true),
             None => ((0..n).map(|i| i.to_string()).collect(), false),
         };
-        Ok(Scorer { members, mids, mids_known, device, batch_size: params.batch_size, pending: Vec::new(), seen: 0, scored: 0 })
+        Ok(Scorer {
+            members,
+            mids,
+            mids_known,
+            device,
+            batch_size: params.batch_size,
+            windows: params.window_frames(),
+            top: params.top,
+            min_score: params.min_score,
+            pending: Vec::new(),
+            current: None,
+            seen: 0,
+            scored: 0,
+            windows_scored: 0,
+        })
     }
 
     /// The class ids, in class-index order.
@@ -377,6 +557,11 @@ impl Scorer {
 
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// The schema of the clip-level rows this scorer writes.
+    pub fn predictions_schema(&self) -> SchemaRef {
+        if self.windows.is_some() { windowed_predictions_schema() } else { predictions_schema() }
     }
 
     /// Clips read so far.
@@ -390,7 +575,7 @@ impl Scorer {
     }
 
     /// Queue the clips of a `features` batch; full batches are scored and their predictions handed to `sink`.
-    pub fn feed(&mut self, batch: &RecordBatch, table: &str, sink: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    pub fn feed(&mut self, batch: &RecordBatch, table: &str, sink: &mut Sink) -> Result<()> {
         let ids = batch
             .column_by_name("clip_id")
             .ok_or_else(|| Error::table(table, "has no column `clip_id`: is it a features table?"))?;
@@ -416,20 +601,38 @@ impl Scorer {
             if values.len() != frames * MEL_BINS {
                 return Err(Error::table(table, format!("clip `{id}`: {} fbank values for {frames} frames", values.len())));
             }
-            let values = values.as_primitive::<Float32Type>().values().to_vec();
-            self.pending.push(Clip { id, frames, values });
-            self.seen += 1;
-            if self.pending.len() >= self.batch_size {
-                self.flush(sink)?;
+            let values = values.as_primitive::<Float32Type>().values();
+            let id: Arc<str> = id.into();
+            match self.windows {
+                None => self.queue(Unit { id, start: 0, frames, values: values.to_vec() }, sink)?,
+                Some((window, hop)) => {
+                    for start in window_starts(frames, window, hop) {
+                        let end = (start + window).min(frames);
+                        let values = values[start * MEL_BINS..end * MEL_BINS].to_vec();
+                        self.queue(Unit { id: id.clone(), start, frames: end - start, values }, sink)?;
+                    }
+                }
             }
+            self.seen += 1;
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, unit: Unit, sink: &mut Sink) -> Result<()> {
+        self.pending.push(unit);
+        if self.pending.len() >= self.batch_size {
+            self.flush(sink)?;
         }
         Ok(())
     }
 
     /// Score what is queued.
-    pub fn finish(&mut self, sink: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    pub fn finish(&mut self, sink: &mut Sink) -> Result<()> {
         if !self.pending.is_empty() {
             self.flush(sink)?;
+        }
+        if let Some(done) = self.current.take() {
+            self.emit_clip(done, sink)?;
         }
         Ok(())
     }
@@ -460,34 +663,66 @@ impl Scorer {
         Vec::<f32>::try_from(&mean).map_err(|e| Error::invalid(format!("reading the model output: {e}")))
     }
 
-    fn flush(&mut self, sink: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-        let clips = std::mem::take(&mut self.pending);
-        let inputs: Vec<(&[f32], usize)> = clips.iter().map(|c| (c.values.as_slice(), c.frames)).collect();
+    fn flush(&mut self, sink: &mut Sink) -> Result<()> {
+        let units = std::mem::take(&mut self.pending);
+        let inputs: Vec<(&[f32], usize)> = units.iter().map(|c| (c.values.as_slice(), c.frames)).collect();
         let probs = self.probabilities(&inputs).map_err(|e| {
-            Error::invalid(format!("scoring clips {} .. {} with {}: {e}", clips[0].id, clips[clips.len() - 1].id, self.members[0].path.display()))
+            Error::invalid(format!("scoring clips {} .. {} with {}: {e}", units[0].id, units[units.len() - 1].id, self.members[0].path.display()))
         })?;
         let k = self.mids.len();
-        let mut clip_id = Vec::with_capacity(clips.len() * k);
-        let mut class_index = Vec::with_capacity(clips.len() * k);
-        let mut mid = Vec::with_capacity(clips.len() * k);
-        for c in &clips {
-            for (j, m) in self.mids.iter().enumerate() {
-                clip_id.push(c.id.as_str());
-                class_index.push(j as i32);
-                mid.push(m.as_str());
+        if self.windows.is_none() {
+            let mut rows = Rows::default();
+            for (u, p) in units.iter().zip(probs.chunks(k)) {
+                rows.add(self, &u.id, p, None);
+            }
+            self.scored += units.len() as u64;
+            return sink(Output::Predictions, rows.batch(predictions_schema())?);
+        }
+        let mut rows = Rows::default();
+        for (u, p) in units.iter().zip(probs.chunks(k)) {
+            let start_s = u.start as f64 * FRAME_SHIFT_S;
+            let end_s = start_s + (u.frames - 1) as f64 * FRAME_SHIFT_S + FRAME_LENGTH_S;
+            rows.add(self, &u.id, p, Some((start_s, end_s)));
+            match &mut self.current {
+                Some(c) if c.id == u.id => {
+                    for (j, &x) in p.iter().enumerate() {
+                        c.max[j] = c.max[j].max(x);
+                        c.sum[j] += x as f64;
+                    }
+                    c.windows += 1;
+                }
+                _ => {
+                    let next = ClipWindows { id: u.id.clone(), max: p.to_vec(), sum: p.iter().map(|&x| x as f64).collect(), windows: 1 };
+                    if let Some(done) = self.current.replace(next) {
+                        self.emit_clip(done, sink)?;
+                    }
+                }
             }
         }
-        let batch = RecordBatch::try_new(
-            predictions_schema(),
-            vec![
-                Arc::new(StringArray::from(clip_id)),
-                Arc::new(Int32Array::from(class_index)),
-                Arc::new(StringArray::from(mid)),
-                Arc::new(Float32Array::from(probs)),
-            ],
-        )?;
-        self.scored += clips.len() as u64;
-        sink(batch)
+        self.windows_scored += units.len() as u64;
+        sink(Output::Windows, rows.batch(window_predictions_schema())?)
+    }
+
+    /// The clip-level rows of a clip scored in windows.
+    fn emit_clip(&mut self, c: ClipWindows, sink: &mut Sink) -> Result<()> {
+        let mut rows = Rows::default();
+        let n = c.windows as f64;
+        rows.add_clip(self, &c.id, &c.max, c.sum.iter().map(|s| (s / n) as f32).collect(), c.windows as i32);
+        self.scored += 1;
+        sink(Output::Predictions, rows.batch(windowed_predictions_schema())?)
+    }
+
+    /// The class indices of `probs` kept by `--top` and `--min-score`, in class order.
+    fn kept(&self, probs: &[f32]) -> Vec<usize> {
+        let mut keep: Vec<usize> = (0..probs.len()).filter(|&j| self.min_score.is_none_or(|m| probs[j] >= m)).collect();
+        if let Some(top) = self.top {
+            if keep.len() > top {
+                keep.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+                keep.truncate(top);
+                keep.sort_unstable();
+            }
+        }
+        keep
     }
 
     /// "240 clips x 10 classes, 1 checkpoint (efficientnet-b0, 4 heads), cpu, 35.1 clips/s".
@@ -495,8 +730,12 @@ impl Scorer {
         let cfg = self.members[0].model.config();
         let rate = if seconds > 0.0 { self.scored as f64 / seconds } else { 0.0 };
         format!(
-            "{} clips x {} classes{}, {} checkpoint{} ({}, {} heads, {} frames), {}, {rate:.1} clips/s",
+            "{} clips{} x {} classes{}, {} checkpoint{} ({}, {} heads, {} frames), {}, {rate:.1} clips/s",
             group(self.scored),
+            match self.windows {
+                Some((w, h)) => format!(" in {} windows of {w} frames every {h}", group(self.windows_scored)),
+                None => String::new(),
+            },
             self.mids.len(),
             if self.mids_known { "" } else { " (no class ids in the checkpoint: mid = class index)" },
             self.members.len(),
@@ -506,6 +745,66 @@ impl Scorer {
             self.members[0].target_frames,
             device_name(self.device),
         )
+    }
+}
+
+/// Output rows being gathered, in column order.
+#[derive(Default)]
+struct Rows<'a> {
+    clip_id: Vec<&'a str>,
+    start_s: Vec<f64>,
+    end_s: Vec<f64>,
+    class_index: Vec<i32>,
+    mid: Vec<String>,
+    score: Vec<f32>,
+    score_mean: Vec<f32>,
+    windows: Vec<i32>,
+}
+
+impl<'a> Rows<'a> {
+    /// The kept classes of one clip or window.
+    fn add(&mut self, scorer: &Scorer, id: &'a str, probs: &[f32], span: Option<(f64, f64)>) {
+        for j in scorer.kept(probs) {
+            self.clip_id.push(id);
+            if let Some((s, e)) = span {
+                self.start_s.push(s);
+                self.end_s.push(e);
+            }
+            self.class_index.push(j as i32);
+            self.mid.push(scorer.mids[j].clone());
+            self.score.push(probs[j]);
+        }
+    }
+
+    /// The kept classes of a clip scored in windows (kept by its max).
+    fn add_clip(&mut self, scorer: &Scorer, id: &'a str, max: &[f32], mean: Vec<f32>, windows: i32) {
+        for j in scorer.kept(max) {
+            self.clip_id.push(id);
+            self.class_index.push(j as i32);
+            self.mid.push(scorer.mids[j].clone());
+            self.score.push(max[j]);
+            self.score_mean.push(mean[j]);
+            self.windows.push(windows);
+        }
+    }
+
+    /// The columns `schema` names, in its order.
+    fn batch(mut self, schema: SchemaRef) -> Result<RecordBatch> {
+        let mut cols: Vec<arrow::array::ArrayRef> = Vec::new();
+        for f in schema.fields() {
+            cols.push(match f.name().as_str() {
+                "clip_id" => Arc::new(StringArray::from(std::mem::take(&mut self.clip_id))),
+                "start_s" => Arc::new(Float64Array::from(std::mem::take(&mut self.start_s))),
+                "end_s" => Arc::new(Float64Array::from(std::mem::take(&mut self.end_s))),
+                "class_index" => Arc::new(Int32Array::from(std::mem::take(&mut self.class_index))),
+                "mid" => Arc::new(StringArray::from(std::mem::take(&mut self.mid))),
+                "score" => Arc::new(Float32Array::from(std::mem::take(&mut self.score))),
+                "score_mean" => Arc::new(Float32Array::from(std::mem::take(&mut self.score_mean))),
+                "windows" => Arc::new(Int32Array::from(std::mem::take(&mut self.windows))),
+                other => unreachable!("no column {other}"),
+            });
+        }
+        Ok(RecordBatch::try_new(schema, cols)?)
     }
 }
 
@@ -534,18 +833,111 @@ fn model_config(path: &Path, params: &ScoreParams) -> Result<(ModelConfig, Optio
     Ok((cfg, meta))
 }
 
-/// What `psla score` does: a features Parquet file in, a predictions Parquet file out (streamed both ways).
-/// `stats`: a `feature_stats` Parquet file for `normalize = "stats"`.
-pub fn run_to_files(params: &ScoreParams, features: &Path, stats: Option<&Path>, out: &Path, progress: bool) -> Result<String> {
+/// What `psla score` reads: a features table, or audio featurised first (as `psla features` does).
+#[derive(Debug, Clone)]
+pub enum ScoreInput {
+    /// A features Parquet file (`psla features --out`).
+    Features(PathBuf),
+    /// Audio files, folders or file:// URLs.
+    Audio {
+        inputs: Vec<String>,
+        /// Keep the features here (a rerun reuses the clips already in it); None: a temporary file
+        /// beside the output, removed at the end.
+        features_out: Option<PathBuf>,
+        /// Clips that could not be decoded or featurised, with the reason.
+        rejects_out: PathBuf,
+        threads: Option<usize>,
+    },
+}
+
+/// A Parquet file written through `<path>.tmp` and renamed into place when complete.
+struct AtomicParquet {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: parquet::arrow::ArrowWriter<std::fs::File>,
+    rows: u64,
+}
+
+impl AtomicParquet {
+    fn create(path: &Path, schema: SchemaRef) -> Result<AtomicParquet> {
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(3).expect("valid level")))
+            .build();
+        let writer = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props))?;
+        Ok(AtomicParquet { path: path.to_path_buf(), tmp, writer, rows: 0 })
+    }
+
+    fn write(&mut self, b: &RecordBatch) -> Result<()> {
+        self.rows += b.num_rows() as u64;
+        self.writer.write(b).map_err(Error::from)
+    }
+
+    fn commit(self) -> Result<u64> {
+        self.writer.close()?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::file(&self.path, None, e))?;
+        Ok(self.rows)
+    }
+
+    fn abandon(self) {
+        drop(self.writer);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// What `psla score` does: features (or audio, featurised first) in, predictions out, streamed.
+/// `stats`: a `feature_stats` Parquet file for `normalize = "stats"`; `windows_out`: where the
+/// per-window rows go when `params.window` is set.
+pub fn run_to_files(
+    params: &ScoreParams,
+    input: &ScoreInput,
+    stats: Option<&Path>,
+    out: &Path,
+    windows_out: Option<&Path>,
+    progress: bool,
+) -> Result<String> {
     use crate::table::store::read_parquet_path;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let started = std::time::Instant::now();
+    params.validate()?;
     let stats = match (params.normalize_choice(), stats) {
         (NormalizeChoice::Stats, Some(p)) => Some(psla_stats(&read_parquet_path(p)?, &p.display().to_string())?),
         (NormalizeChoice::Stats, None) => return Err(Error::invalid("--normalize stats needs --stats FILE (a feature_stats table)")),
         _ => None,
     };
+    if params.window.is_some() && windows_out.is_none() {
+        return Err(Error::invalid("scoring windows needs a file for the per-window rows (--windows-out)"));
+    }
+    // Load the checkpoints first: a wrong one fails before any audio is decoded.
     let mut scorer = Scorer::load(params, stats)?;
+    let mut lines = Vec::new();
+    let (features, temporary) = match input {
+        ScoreInput::Features(p) => (p.clone(), false),
+        ScoreInput::Audio { inputs, features_out, rejects_out, threads } => {
+            let path = features_out.clone().unwrap_or_else(|| PathBuf::from(format!("{}.features.parquet", out.display())));
+            let fp = super::features::FeaturesParams { inputs: inputs.clone(), threads: *threads, ..Default::default() };
+            fp.check()?;
+            lines.push(super::features::run_to_files(&fp, &path, rejects_out, None, progress)?);
+            (path, features_out.is_none())
+        }
+    };
+    let result = score_file(&mut scorer, &features, out, windows_out, progress);
+    if temporary {
+        let _ = std::fs::remove_file(&features);
+    }
+    let (written, windows_written) = result?;
+    let seconds = started.elapsed().as_secs_f64();
+    let windows = match (windows_out, windows_written) {
+        (Some(w), Some(n)) => format!(", {} window rows -> {}", group(n), w.display()),
+        _ => String::new(),
+    };
+    lines.push(format!("score: {} in {seconds:.2} s -> {} ({} rows){windows}", scorer.summary(seconds), out.display(), group(written)));
+    Ok(lines.join("\n"))
+}
+
+/// Scores one features file into `out` (and `windows_out`): (rows, window rows).
+fn score_file(scorer: &mut Scorer, features: &Path, out: &Path, windows_out: Option<&Path>, progress: bool) -> Result<(u64, Option<u64>)> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let table = features.display().to_string();
     let file = std::fs::File::open(features).map_err(|e| Error::file(features, None, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -555,17 +947,17 @@ pub fn run_to_files(params: &ScoreParams, features: &Path, stats: Option<&Path>,
     let reader = builder.build()?;
     let pb = crate::progress::bar(progress, rows, "score clips");
 
-    let tmp = PathBuf::from(format!("{}.tmp", out.display()));
-    let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(3).expect("valid level")))
-        .build();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(f, predictions_schema(), Some(props))?;
-    let mut written = 0u64;
+    let mut main = AtomicParquet::create(out, scorer.predictions_schema())?;
+    let mut windows = match (scorer.windows, windows_out) {
+        (Some(_), Some(w)) => Some(AtomicParquet::create(w, window_predictions_schema())?),
+        _ => None,
+    };
     let result = (|| -> Result<()> {
-        let mut sink = |b: RecordBatch| -> Result<()> {
-            written += b.num_rows() as u64;
-            writer.write(&b).map_err(Error::from)
+        let mut sink = |o: Output, b: RecordBatch| -> Result<()> {
+            match o {
+                Output::Predictions => main.write(&b),
+                Output::Windows => windows.as_mut().expect("windows are on").write(&b),
+            }
         };
         for batch in reader {
             scorer.feed(&batch?, &table, &mut sink)?;
@@ -575,12 +967,15 @@ pub fn run_to_files(params: &ScoreParams, features: &Path, stats: Option<&Path>,
     })();
     pb.finish_and_clear();
     if let Err(e) = result {
-        drop(writer);
-        let _ = std::fs::remove_file(&tmp);
+        main.abandon();
+        if let Some(w) = windows {
+            w.abandon();
+        }
         return Err(e);
     }
-    writer.close()?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::file(out, None, e))?;
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(format!("score: {} in {seconds:.2} s -> {} ({} rows)", scorer.summary(seconds), out.display(), group(written)))
+    let windows_written = match windows {
+        Some(w) => Some(w.commit()?),
+        None => None,
+    };
+    Ok((main.commit()?, windows_written))
 }

@@ -96,6 +96,12 @@ pub struct TrainParams {
     /// Override the recipe's number of epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u32>,
+    /// Override the recipe's attention heads (`[model] heads`: 0 mean pooling, 1 single, N multi-head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<u32>,
+    /// Override the recipe's sampling (`[data] sampling`: `uniform` or `draws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::train::config::Sampling>,
     /// libtorch's intra-op threads [default: libtorch's choice].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
@@ -126,6 +132,12 @@ impl TrainStage {
                 return Err(Error::invalid("`epochs` must be at least 1"));
             }
             config.optim.epochs = e;
+        }
+        if let Some(h) = params.heads {
+            config.model.heads = h;
+        }
+        if let Some(sampling) = params.sampling {
+            config.data.sampling = sampling;
         }
         if params.name.is_empty() || !params.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) || params.name.starts_with('.') {
             return Err(Error::invalid(format!("`name` = \"{}\": use letters, digits, `_`, `-` and `.` (it names a folder)", params.name)));
