@@ -5,8 +5,13 @@
 //! ImageNet weights) are stand-in files in a temp dir, given through the pipelines' `${env:...}`
 //! variables. The planner refuses an input file that neither exists nor lies under a folder another stage
 //! writes, so a dry run that succeeds also proves each score stage is ordered after the train stage whose
-//! checkpoints it reads. The printed plan is parsed and checked: every stage of the recipe with its kind,
-//! every table read after the stage that writes it, and the recipe's own order and edges.
+//! checkpoints it reads, each average_weights stage after the train stage whose checkpoints it averages,
+//! and each WA score stage after the average_weights stage that writes its model. The printed plan is
+//! parsed and checked: every stage of the recipe with its kind, every table read after the stage that
+//! writes it, and the recipe's own order and edges. The plan does not print file edges, so those are
+//! also proved by removing a stage: the dry run then names the checkpoint that nothing writes. The stage
+//! parameters that carry PSLA's recipe (the weight-averaging window, the splits each model scores) are
+//! checked in the TOML itself.
 
 use std::path::{Path, PathBuf};
 
@@ -167,7 +172,8 @@ fn dry_run(spec: &Path, root: &Path, env: &[(&str, String)]) -> Plan {
 }
 
 /// The stages every dataset recipe shares: ingest, features, the teacher, its scores, label enhancement,
-/// sampling, three students, their scores and evaluations, the ensemble, its evaluation, the report.
+/// sampling, three students, their last checkpoints' scores, their weight averages (WA) and those scores,
+/// the evaluations, the ensemble of the WA models, its evaluation, the report.
 const RECIPE: &[(&str, &str)] = &[
     ("ingest", "ingest"),
     ("features", "features"),
@@ -186,6 +192,15 @@ const RECIPE: &[(&str, &str)] = &[
     ("evaluate_student_1", "evaluate"),
     ("evaluate_student_2", "evaluate"),
     ("evaluate_student_3", "evaluate"),
+    ("average_weights_student_1", "average_weights"),
+    ("average_weights_student_2", "average_weights"),
+    ("average_weights_student_3", "average_weights"),
+    ("score_student_1_wa", "score"),
+    ("score_student_2_wa", "score"),
+    ("score_student_3_wa", "score"),
+    ("evaluate_student_1_wa", "evaluate"),
+    ("evaluate_student_2_wa", "evaluate"),
+    ("evaluate_student_3_wa", "evaluate"),
     ("ensemble", "ensemble"),
     ("evaluate", "evaluate"),
     ("report", "report"),
@@ -218,16 +233,39 @@ fn check_recipe(plan: &Plan, balanced_sampling: bool) {
     plan.reads("label", "ontology_edges");
     plan.writes("label", "labels_enhanced");
     plan.reads("sample", "labels_enhanced");
+    // The teacher scores with a split filter that keeps the training clips (label enhancement needs them).
+    plan.reads("score_teacher", "clips");
     for s in 1..=3 {
         let (train, score, eval) = (format!("train_student_{s}"), format!("score_student_{s}"), format!("evaluate_student_{s}"));
+        let (wa, score_wa, eval_wa) =
+            (format!("average_weights_student_{s}"), format!("score_student_{s}_wa"), format!("evaluate_student_{s}_wa"));
         plan.before("label", &train);
         plan.before(&train, &score);
         plan.before(&score, &eval);
-        plan.before(&score, "ensemble");
         plan.reads(&train, "labels_enhanced");
         plan.writes(&score, &format!("student_{s}_predictions"));
         plan.reads(&eval, &format!("student_{s}_predictions"));
-        plan.reads("ensemble", &format!("student_{s}_predictions"));
+        // Weight averaging: after the student's training, its model scored after it, the ensemble after that.
+        plan.before(&train, &wa);
+        plan.before(&wa, &score_wa);
+        plan.before(&score_wa, &eval_wa);
+        plan.before(&score_wa, "ensemble");
+        assert!(plan.step(&wa).reads.is_empty() && plan.step(&wa).writes.is_empty(), "`{wa}` reads and writes files only:\n{}", plan.text);
+        plan.writes(&score_wa, &format!("student_{s}_wa_predictions"));
+        plan.reads(&eval_wa, &format!("student_{s}_wa_predictions"));
+        plan.writes(&eval_wa, &format!("student_{s}_wa_metrics_summary"));
+        plan.reads("report", &format!("student_{s}_wa_metrics_summary"));
+        // The ensemble averages the WA models (PSLA's README averages each run's last model; the pipelines
+        // say how to switch); the last checkpoints are only evaluated.
+        plan.reads("ensemble", &format!("student_{s}_wa_predictions"));
+        assert!(
+            !plan.step("ensemble").reads.contains(&format!("student_{s}_predictions")),
+            "the ensemble averages the WA models, not the last checkpoints:\n{}",
+            plan.text
+        );
+        // Students and WA models score the eval split only: the split filter reads the clips table.
+        plan.reads(&score, "clips");
+        plan.reads(&score_wa, "clips");
         // PSLA's --bal: balanced sampling reads the sample stage's draws, the balanced set shuffles uniformly.
         assert_eq!(
             plan.step(&train).reads.iter().any(|t| t == "epoch_draws"),
@@ -246,6 +284,88 @@ fn check_recipe(plan: &Plan, balanced_sampling: bool) {
     plan.reads("report", "ensemble_metrics_summary");
 }
 
+/// One `[stage.<id>]` table of a pipeline file.
+fn stage_params(spec: &toml::Table, id: &str) -> toml::Table {
+    spec.get("stage")
+        .and_then(|s| s.get(id))
+        .and_then(|s| s.as_table())
+        .unwrap_or_else(|| panic!("no [stage.{id}] in the pipeline"))
+        .clone()
+}
+
+fn strings(v: Option<&toml::Value>) -> Vec<String> {
+    match v {
+        Some(toml::Value::String(s)) => vec![s.clone()],
+        Some(toml::Value::Array(a)) => a.iter().map(|x| x.as_str().expect("a string").to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The parameters that carry PSLA's recipe: each student's weights averaged over PSLA's window
+/// (--wa_start, --wa_end) into models/student_N_wa/, that file scored; students and WA models scored on
+/// the eval split only, the teacher on its training splits too.
+fn check_recipe_params(name: &str, wa: (u32, u32), last_epoch: u32, teacher_splits: &[&str]) {
+    let text = std::fs::read_to_string(pipeline(name)).unwrap();
+    let spec: toml::Table = text.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(strings(stage_params(&spec, "score_teacher").get("splits")), teacher_splits, "{name}: score_teacher's splits");
+    for s in 1..=3 {
+        let avg = stage_params(&spec, &format!("average_weights_student_{s}"));
+        let window: Vec<String> = (wa.0..=wa.1).map(|e| format!("${{root}}/models/student_{s}/epoch-{e:02}.safetensors")).collect();
+        assert_eq!(strings(avg.get("checkpoints")), window, "{name}: student_{s}'s WA window is PSLA's epochs {}-{}", wa.0, wa.1);
+        let out = format!("${{root}}/models/student_{s}_wa/model.safetensors");
+        assert_eq!(strings(avg.get("out")), [out.clone()], "{name}: average_weights_student_{s}'s out");
+        assert_eq!(avg.get("psla_compat").and_then(|v| v.as_bool()), None, "{name}: the plain mean (psla_compat unset)");
+        let score_wa = stage_params(&spec, &format!("score_student_{s}_wa"));
+        assert_eq!(strings(score_wa.get("checkpoint")), [out], "{name}: score_student_{s}_wa scores the WA model");
+        assert_eq!(strings(score_wa.get("splits")), ["eval"], "{name}: score_student_{s}_wa's splits");
+        let score = stage_params(&spec, &format!("score_student_{s}"));
+        assert_eq!(
+            strings(score.get("checkpoint")),
+            [format!("${{root}}/models/student_{s}/epoch-{last_epoch:02}.safetensors")],
+            "{name}: score_student_{s} scores the last epoch"
+        );
+        assert_eq!(strings(score.get("splits")), ["eval"], "{name}: score_student_{s}'s splits");
+    }
+}
+
+/// `name` without the given stages, written into `dir`; its dry run's error.
+fn dry_run_without(name: &str, drop: &[&str], dir: &Path, env: &[(&str, String)]) -> (String, String) {
+    let text = std::fs::read_to_string(pipeline(name)).unwrap();
+    let parts: Vec<&str> = text.split("\n[stage.").collect();
+    let kept: Vec<&str> = parts.iter().copied().filter(|part| !drop.iter().any(|d| part.starts_with(&format!("{d}]")))).collect();
+    assert_eq!(kept.len() + drop.len(), parts.len(), "{name} has one [stage.X] for each of {drop:?}");
+    let text = kept.join("\n[stage.");
+    let file = format!("without_{}.toml", drop.join("_"));
+    let spec = write(dir, &file, &text);
+    let mut cmd = psla();
+    cmd.arg("run").arg(&spec).arg("--root").arg(dir.join("root")).arg("--dry-run");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (run_err(&mut cmd), text)
+}
+
+/// The file edges of weight averaging: without the average_weights stage, the WA score stage's checkpoint
+/// is a file nothing writes; without the student's train stage (and its last-epoch score), the
+/// average_weights stage's checkpoints are.
+fn check_wa_edges(name: &str, wa_start: u32, env: &[(&str, String)]) {
+    let dir = tempdir();
+    let (err, text) = dry_run_without(name, &["average_weights_student_2"], dir.path(), env);
+    let line = 1 + text
+        .lines()
+        .position(|l| l == "checkpoint = \"${root}/models/student_2_wa/model.safetensors\"")
+        .expect("score_student_2_wa's checkpoint line");
+    assert!(err.contains(&format!(".toml:{line}")), "{name}: the error should name score_student_2_wa's checkpoint line {line}: {err}");
+    assert!(err.contains("`checkpoint`") && err.contains("models/student_2_wa/model.safetensors") && err.contains("does not exist"), "{name}: {err}");
+
+    let (err, text) = dry_run_without(name, &["train_student_2", "score_student_2"], dir.path(), env);
+    let line = 1 + text.lines().position(|l| l.starts_with("[stage.average_weights_student_2]")).unwrap();
+    let first = format!("models/student_2/epoch-{wa_start:02}.safetensors");
+    assert!(err.contains("`checkpoints`") && err.contains(&first) && err.contains("does not exist"), "{name}: {err}");
+    let at: u64 = err.split(".toml:").nth(1).and_then(|r| r.split(':').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{name}: no line in {err}"));
+    assert!(at as usize > line, "{name}: the error should point into [stage.average_weights_student_2] (line {line}): {err}");
+}
+
 #[test]
 fn audioset_balanced_recipe_plans_psla_in_order() {
     let dir = tempdir();
@@ -254,6 +374,9 @@ fn audioset_balanced_recipe_plans_psla_in_order() {
     check_recipe(&plan, false);
     // The balanced recipe's teacher shuffles uniformly too: no teacher draws.
     assert!(!plan.step("train_teacher").reads.iter().any(|t| t.contains("epoch_draws")), "{}", plan.text);
+    // egs/audioset/run.sh, subset=balanced: 60 epochs, --wa_start 41 --wa_end 60.
+    check_recipe_params("audioset_balanced.toml", (41, 60), 60, &["balanced_train", "eval"]);
+    check_wa_edges("audioset_balanced.toml", 41, &audioset_env(dir.path()));
 }
 
 #[test]
@@ -268,6 +391,9 @@ fn audioset_full_recipe_plans_psla_in_order() {
     plan.writes("sample_teacher", "teacher_epoch_draws");
     plan.reads("train_teacher", "teacher_epoch_draws");
     plan.before("sample_teacher", "train_teacher");
+    // egs/audioset/run.sh, subset=full: 30 epochs, --wa_start 16 --wa_end 30.
+    check_recipe_params("audioset_full.toml", (16, 30), 30, &["balanced_train", "unbalanced_train", "eval"]);
+    check_wa_edges("audioset_full.toml", 16, &audioset_env(dir.path()));
 }
 
 #[test]
@@ -280,6 +406,9 @@ fn fsd50k_recipe_plans_psla_in_order() {
     check_recipe(&plan, true);
     plan.reads("train_teacher", "teacher_epoch_draws");
     plan.before("sample_teacher", "train_teacher");
+    // egs/fsd50k/run.sh: 40 epochs, --wa_start 21 --wa_end 40; the teacher need not score `val`.
+    check_recipe_params("fsd50k.toml", (21, 40), 40, &["train", "eval"]);
+    check_wa_edges("fsd50k.toml", 21, &fsd50k_env(dir.path()));
 }
 
 #[test]
@@ -297,8 +426,16 @@ fn score_recipe_plans_features_then_score_of_a_folder() {
     plan.before("score", "top_tags");
     plan.reads("score", "features");
     plan.writes("score", "predictions");
+    // Sliding windows: the per-window rows too.
+    plan.writes("score", "window_predictions");
     plan.reads("top_tags", "predictions");
     plan.writes("top_tags", "top_tags");
+    let spec: toml::Table = std::fs::read_to_string(pipeline("score.toml")).unwrap().parse().unwrap();
+    let score = stage_params(&spec, "score");
+    assert_eq!(score.get("window").and_then(|v| v.as_float()), Some(10.0), "score.toml's window");
+    assert_eq!(score.get("hop").and_then(|v| v.as_float()), Some(5.0), "score.toml's hop");
+    // One way to cut the tags: top_tags, so predictions keep every class.
+    assert!(score.get("top").is_none(), "score.toml cuts the tags in top_tags, not with `top`");
 }
 
 #[test]
@@ -340,6 +477,61 @@ fn score_recipe_tags_the_shared_reference_audio_with_the_reference_model() {
         ),
         0
     );
+    // Windows of 10 s every 5 s: every reference clip is 10 s or shorter, so one window each, starting at 0,
+    // and the clip's score is that window's.
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM window_predictions"), 9 * 10);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM window_predictions WHERE start_s <> 0"), 0);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM predictions WHERE windows <> 1 OR score <> score_mean"), 0);
+    assert_eq!(
+        sql_count(
+            &root,
+            "SELECT count(*) FROM predictions p JOIN window_predictions w ON w.clip_id = p.clip_id AND w.mid = p.mid \
+             WHERE w.score <> p.score"
+        ),
+        0
+    );
+}
+
+#[test]
+fn score_recipe_tags_a_long_recording_in_full() {
+    // A 23 s recording (2,298 frames): windows of 998 frames (10 s) start every 500 frames while one fits
+    // (0, 5, 10 s), then one more ends at the recording's end (13 s); the clip's score is the max over
+    // the four, its score_mean the mean.
+    let dir = tempdir();
+    let audio = dir.path().join("audio");
+    std::fs::create_dir_all(&audio).unwrap();
+    let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(audio.join("long.wav"), spec).unwrap();
+    for i in 0..23 * 16000u32 {
+        let t = i as f32 / 16000.0;
+        // A tone for the first 8 s, then a rising chirp, so the windows differ.
+        let f = if t < 8.0 { 440.0 } else { 200.0 + 150.0 * (t - 8.0) };
+        w.write_sample(((2.0 * std::f32::consts::PI * f * t).sin() * 8000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let root = dir.path().join("root");
+    let log = stderr(&run_ok(
+        psla()
+            .arg("run")
+            .arg(pipeline("score.toml"))
+            .arg("--root")
+            .arg(&root)
+            .env("PSLA_AUDIO", &audio)
+            .env("PSLA_CHECKPOINT", shared().join("reference/model/effnet_b0_heads4.safetensors")),
+    ));
+    assert!(log.contains("pipeline `score`: 3 stages ran"), "{log}");
+    assert_eq!(sql_csv(&root, "SELECT DISTINCT start_s FROM window_predictions ORDER BY start_s"), ["start_s", "0.0", "5.0", "10.0", "13.0"]);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM window_predictions"), 4 * 10);
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM predictions WHERE windows = 4"), 10);
+    assert_eq!(
+        sql_count(
+            &root,
+            "SELECT count(*) FROM predictions p JOIN (SELECT mid, max(score) AS mx, avg(score) AS mean FROM window_predictions GROUP BY mid) w \
+             ON w.mid = p.mid WHERE p.score <> w.mx OR abs(p.score_mean - w.mean) > 1e-6"
+        ),
+        0
+    );
+    assert_eq!(sql_count(&root, "SELECT count(*) FROM top_tags"), 5);
 }
 
 #[test]
