@@ -221,7 +221,7 @@ fn imagenet_init_loads_the_backbone_but_the_stem() {
     let path = dir.path().join("imagenet_b0.safetensors");
     write(&path, named);
 
-    let (mut vs, _model) = b0(1);
+    let (mut vs, model) = b0(1);
     let before = vs.variables();
     let loaded = checkpoint::load_imagenet_init(&mut vs, &path).unwrap();
     assert_eq!(loaded, backbone - 1, "every backbone tensor but the stem");
@@ -230,6 +230,23 @@ fn imagenet_init_loads_the_backbone_but_the_stem() {
     assert_eq!(after["effnet._conv_stem.weight"].size(), [32, 1, 3, 3]);
     assert!(after["effnet._blocks.7._depthwise_conv.weight"].equal(&src["effnet._blocks.7._depthwise_conv.weight"]));
     assert!(after["attention.att.weight"].equal(&before["attention.att.weight"]), "the head is untouched");
+    // Value for value, every backbone tensor; and with PSLA's own stem and head put back, the model is PSLA's
+    // reference model again: its output is the golden one.
+    for (k, t) in &src {
+        if k.starts_with("effnet.") && k != "effnet._conv_stem.weight" {
+            assert!(after[k].to_kind(Kind::Double).equal(&t.to_kind(Kind::Double)), "{k}");
+        }
+    }
+    tch::no_grad(|| {
+        for (k, t) in &after {
+            if k == "effnet._conv_stem.weight" || k.starts_with("attention.") {
+                t.shallow_clone().copy_(&src[k]);
+            }
+        }
+    });
+    let io = tensors(&reference("effnet_b0_heads1_io.safetensors"));
+    let d = max_abs_diff(&tch::no_grad(|| model.forward_t(&io["input"], false)), &io["output"]);
+    assert!(d <= 1e-5, "ImageNet-initialised backbone with PSLA's stem and head vs the golden: {d}");
 
     // B0 weights into a B2 model: the misshaped keys are named.
     let mut vs2 = VarStore::new(Device::Cpu);
@@ -329,3 +346,4 @@ fn pad_or_cut_and_normalisation() {
     let t = n.apply_tensor(&Tensor::from_slice(&[3.0f32, -1.0]));
     assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![1.0, -1.0]);
 }
+

@@ -165,6 +165,29 @@ fn shipped_pipelines_validate() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
     let out = stderr(&run_ok(psla().arg("run").arg(&demo).arg("--root").arg(dir.path()).arg("--dry-run")));
     assert!(out.contains("demo_data") && out.contains("ingest") && out.contains("would run"), "{out}");
+    // The study: every comparison's models, trained after the sampling they use and summarised last.
+    let study = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo_study.toml");
+    let out = stderr(&run_ok(psla().arg("run").arg(&study).arg("--root").arg(dir.path().join("study")).arg("--dry-run")));
+    let ids: Vec<&str> = out.lines().filter_map(|l| l.trim_start().split_once(". ").map(|(_, r)| r.split(' ').next().unwrap())).collect();
+    let at = |id: &str| ids.iter().position(|s| *s == id).unwrap_or_else(|| panic!("no stage {id} in the study plan:\n{out}"));
+    for setting in ["orig_att4_bal", "enh_att4_bal", "enh_att4_uni", "enh_mean_bal", "enh_att1_bal"] {
+        for seed in 1..=3 {
+            let m = format!("{setting}_s{seed}");
+            assert!(at("sample") < at(&format!("train_{m}")) && at("sample_original") < at(&format!("train_{m}")));
+            assert!(at(&format!("train_{m}")) < at(&format!("score_{m}")) && at(&format!("score_{m}")) < at(&format!("evaluate_{m}")));
+            assert!(at(&format!("evaluate_{m}")) < at("study_results"));
+        }
+    }
+    for seed in 1..=3 {
+        assert!(at(&format!("train_enh_att4_bal_s{seed}")) < at(&format!("average_enh_att4_bal_s{seed}")));
+        assert!(at(&format!("average_enh_att4_bal_s{seed}")) < at(&format!("score_enh_att4_bal_s{seed}_wa")));
+    }
+    for kind in ["mean", "median", "p25", "p10", "p5"] {
+        for rules in ["type1", "type2", "type12"] {
+            assert!(at("score_teacher") < at(&format!("label_{kind}_{rules}")) && at(&format!("label_{kind}_{rules}")) < at("study_label_quality"));
+        }
+    }
+    assert_eq!(ids.len(), 88, "{out}");
 }
 
 #[test]

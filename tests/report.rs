@@ -25,9 +25,11 @@ for f in root.iter("{http://www.w3.org/1999/xhtml}figcaption"):
 print("svg", sum(1 for _ in root.iter("{http://www.w3.org/2000/svg}svg")))
 "#;
     let out = stdout(&run_ok(std::process::Command::new(&py).args(["-c", check]).arg(root.join("report.html"))));
-    assert!(out.contains("sections pipeline label sampling training evaluation"), "{out}");
+    assert!(out.contains("sections pipeline label sampling training evaluation truth"), "{out}");
     for caption in ["Labels added per class", "Most frequent (original label -> added label) pairs", "Share of clips vs share of draws",
-        "Per-class AP, best first (teacher_metrics)", "AP vs training clips per class (teacher_metrics)"] {
+        "Per-class AP, best first (teacher_metrics)", "AP vs training clips per class (teacher_metrics)",
+        "Per-class AP, best first (ensemble_metrics)", "Label enhancement: precision and recall of the added labels, train split",
+        "The demo's models on the clean eval split"] {
         assert!(out.contains(caption), "missing figure {caption}:\n{out}");
     }
     let svgs: usize = out.lines().find_map(|l| l.strip_prefix("svg ")).unwrap().parse().unwrap();
@@ -39,6 +41,13 @@ print("svg", sum(1 for _ in root.iter("{http://www.w3.org/2000/svg}svg")))
     assert!(html.contains(&format!("{original} original labels, {total} after enhancement (+{})", total - original)), "label totals");
     let map = sql_csv(root, "SELECT round(map, 4) FROM teacher_metrics_summary");
     assert!(html.contains(&format!("<td>{:.4}</td>", map[1].parse::<f64>().unwrap())), "teacher mAP {} not in the report", map[1]);
+    // The truth section holds the label quality the demo printed: every cell of its `all` row.
+    let quality = stdout(&run_ok(psla().args(["sql", "--file", "sql/demo/label_quality.sql", "--format", "csv", "--root"]).arg(root)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))));
+    let all = quality.lines().find(|l| l.starts_with("all,")).unwrap_or_else(|| panic!("{quality}"));
+    for cell in all.split(',') {
+        assert!(html.contains(&format!("<td>{cell}</td>")), "label quality cell {cell} not in the report");
+    }
     // Each figure shows its SQL.
     assert!(html.contains("sql/report/label_counts.sql") && html.contains("sql/audit/label_top_pairs.sql"));
     // The training section shows the curves of every train_metrics table, or says there is none.

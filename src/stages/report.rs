@@ -32,6 +32,9 @@ pub mod sql {
     pub const LABEL_TOP_PAIRS: (&str, &str) = ("sql/audit/label_top_pairs.sql", include_str!("../../sql/audit/label_top_pairs.sql"));
     pub const CLASS_EXPOSURE: (&str, &str) = ("sql/report/class_exposure.sql", include_str!("../../sql/report/class_exposure.sql"));
     pub const TRAIN_CURVES: (&str, &str) = ("sql/report/train_curves.sql", include_str!("../../sql/report/train_curves.sql"));
+    pub const DEMO_MODELS: (&str, &str) = ("sql/demo/models.sql", include_str!("../../sql/demo/models.sql"));
+    pub const DEMO_LABEL_QUALITY: (&str, &str) = ("sql/demo/label_quality.sql", include_str!("../../sql/demo/label_quality.sql"));
+    pub const STUDY_SUMMARY: (&str, &str) = ("sql/demo/study_summary.sql", include_str!("../../sql/demo/study_summary.sql"));
     pub const PER_CLASS_AP: (&str, &str) = ("sql/report/per_class_ap.sql", include_str!("../../sql/report/per_class_ap.sql"));
     pub const AP_VS_TRAINING_CLIPS: (&str, &str) =
         ("sql/report/ap_vs_training_clips.sql", include_str!("../../sql/report/ap_vs_training_clips.sql"));
@@ -222,6 +225,38 @@ pub fn render(root: &RunRoot) -> Result<Report> {
                 &scatter(&points, "training clips with the class", "AP"),
                 sql::AP_VS_TRAINING_CLIPS,
             );
+        }
+    }
+
+    // The demo's known truth: what only a generated dataset can tell.
+    if has("demo_truth") {
+        page.section("truth", "Against the hidden truth (demo data)");
+        if has("labels_enhanced") {
+            let t = session.query_read_only(sql::DEMO_LABEL_QUALITY.1)?;
+            page.table_of("Label enhancement: precision and recall of the added labels, train split", &t, 10, sql::DEMO_LABEL_QUALITY)?;
+        } else if !has("study_label_quality") {
+            page.missing("no labels_enhanced table: label enhancement has not run");
+        }
+        // The models table names the demo pipeline's tables; another pipeline over demo data may lack them.
+        if let Ok(t) = session.query_read_only(sql::DEMO_MODELS.1) {
+            page.table_of("The demo's models on the clean eval split", &t, 20, sql::DEMO_MODELS)?;
+        }
+        // The study (pipelines/demo_study.toml).
+        if has("study_results") {
+            let t = session.query_read_only(sql::STUDY_SUMMARY.1)?;
+            let labels: Vec<String> = col_str(&t, "comparison")?.into_iter().zip(col_str(&t, "setting")?).map(|(c, s)| format!("{c}: {s}")).collect();
+            let bars: Vec<(String, f64)> = labels.into_iter().zip(col_f64(&t, "map_mean")?).collect();
+            page.figure("Study: eval mAP per setting, mean over seeds", &bar_chart(&bars, "mAP"), sql::STUDY_SUMMARY);
+            page.table_of("Study: every setting, mean and spread over seeds", &t, 50, sql::STUDY_SUMMARY)?;
+        }
+        if has("study_label_quality") {
+            let t = session.query_read_only("SELECT * FROM study_label_quality")?;
+            page.table_of(
+                "Study: label enhancement per threshold kind and rule set vs the hidden truth",
+                &t,
+                20,
+                ("pipelines/demo_study.toml", "SELECT * FROM study_label_quality -- written by the study_label_quality stage"),
+            )?;
         }
     }
 

@@ -681,7 +681,7 @@ impl Scorer {
         let mut rows = Rows::default();
         for (u, p) in units.iter().zip(probs.chunks(k)) {
             let start_s = u.start as f64 * FRAME_SHIFT_S;
-            let end_s = start_s + (u.frames - 1) as f64 * FRAME_SHIFT_S + FRAME_LENGTH_S;
+            let end_s = start_s + u.frames.saturating_sub(1) as f64 * FRAME_SHIFT_S + FRAME_LENGTH_S;
             rows.add(self, &u.id, p, Some((start_s, end_s)));
             match &mut self.current {
                 Some(c) if c.id == u.id => {
