@@ -403,9 +403,9 @@ enum Command {
         /// Frames per clip (default: the checkpoint's; 1056 for a file without metadata).
         #[arg(long, value_name = "N")]
         target_frames: Option<i64>,
-        /// Clips per forward.
-        #[arg(long, default_value_t = 16, value_name = "N")]
-        batch_size: usize,
+        /// Clips per forward [default: 16 on CUDA, 2 on the CPU, where larger batches are slower].
+        #[arg(long, value_name = "N")]
+        batch_size: Option<usize>,
         /// auto (CUDA when available), cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,

@@ -17,6 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub mod checkpoint;
+pub mod device;
 pub mod efficientnet;
 pub mod heads;
 pub mod input;

@@ -78,8 +78,8 @@ pub struct ScoreParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_frames: Option<i64>,
     /// Clips per forward.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
@@ -110,8 +110,11 @@ pub struct ScoreParams {
 fn default_normalize() -> String {
     "checkpoint".into()
 }
-fn default_batch_size() -> usize {
-    16
+/// Clips per forward when not given: 16 on CUDA; 2 on the CPU, where a larger batch's activations (tens of
+/// MB each) are fresh memory maps that the kernel faults in and zeroes again for every forward, which cost
+/// 3x the throughput of batch 2 in bench/score.sh (B2: 6 against 16-19 clips/s on 2 cores).
+pub fn default_batch_size(device: Device) -> usize {
+    if device.is_cuda() { 16 } else { 2 }
 }
 fn default_device() -> String {
     "auto".into()
@@ -137,7 +140,7 @@ impl ScoreParams {
             checkpoint,
             normalize: default_normalize(),
             target_frames: None,
-            batch_size: default_batch_size(),
+            batch_size: None,
             device: default_device(),
             arch: None,
             heads: None,
@@ -160,7 +163,7 @@ impl ScoreParams {
         if self.checkpoint.is_empty() {
             return Err(Error::invalid("score needs at least one checkpoint"));
         }
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             return Err(Error::invalid("batch_size must be at least 1"));
         }
         if let Some(t) = self.target_frames {
@@ -169,7 +172,7 @@ impl ScoreParams {
             }
         }
         NormalizeChoice::parse(&self.normalize)?;
-        parse_device_name(&self.device)?;
+        crate::model::device::parse_name(&self.device)?;
         if let Some(a) = &self.arch {
             a.parse::<Arch>().map_err(Error::invalid)?;
         }
@@ -236,41 +239,6 @@ impl NormalizeChoice {
                 NormalizeChoice::Fixed(Normalization { mean, std })
             }
         })
-    }
-}
-
-/// `auto`, `cpu`, `cuda`, `cuda:N` -> a device; auto is CUDA device 0 when libtorch sees one.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let device = parse_device_name(s)?;
-    if let Device::Cuda(i) = device {
-        if !tch::Cuda::is_available() {
-            return Err(Error::invalid(format!("device `{s}`: no CUDA device is available (use --device cpu or auto)")));
-        }
-        let n = tch::Cuda::device_count() as usize;
-        if i >= n {
-            return Err(Error::invalid(format!("device `{s}`: only {n} CUDA device(s), numbered from 0")));
-        }
-    }
-    Ok(device)
-}
-
-fn parse_device_name(s: &str) -> Result<Device> {
-    match s.trim() {
-        "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| Error::invalid(format!("device `{other}`: use auto, cpu, cuda or cuda:N"))),
-    }
-}
-
-fn device_name(d: Device) -> String {
-    match d {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".into(),
     }
 }
 
@@ -483,7 +451,7 @@ impl Scorer {
     /// Load every checkpoint of `params`. `stats`: the normalisation for `normalize = "stats"`.
     pub fn load(params: &ScoreParams, stats: Option<Normalization>) -> Result<Scorer> {
         params.validate()?;
-        let device = parse_device(&params.device)?;
+        let device = crate::model::device::parse(&params.device)?;
         let choice = params.normalize_choice();
         let mut members = Vec::new();
         let mut classes: Option<(usize, PathBuf)> = None;
@@ -538,7 +506,7 @@ impl Scorer {
             mids,
             mids_known,
             device,
-            batch_size: params.batch_size,
+            batch_size: params.batch_size.unwrap_or_else(|| default_batch_size(device)),
             windows: params.window_frames(),
             top: params.top,
             min_score: params.min_score,
@@ -743,7 +711,7 @@ impl Scorer {
             cfg.arch,
             cfg.heads,
             self.members[0].target_frames,
-            device_name(self.device),
+            crate::model::device::name(self.device),
         )
     }
 }

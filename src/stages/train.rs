@@ -145,25 +145,9 @@ impl TrainStage {
         if params.eval_splits.is_empty() {
             return Err(Error::invalid("`eval_splits` must name at least one split"));
         }
-        parse_device(&params.device)?;
+        crate::model::device::parse_name(&params.device)?;
         let models_dir = format!("{}/models/{}", root.trim_end_matches('/'), params.name);
         Ok(TrainStage { params, config, models_dir })
-    }
-}
-
-/// `auto`, `cpu`, `cuda` or `cuda:N` to a device; `auto` is CUDA 0 when available.
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => parse_device("cuda:0"),
-        _ => {
-            let n = s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| Error::invalid(format!("device `{s}`: use auto, cpu or cuda:N")))?;
-            Ok(Device::Cuda(n))
-        }
     }
 }
 
@@ -356,7 +340,7 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
     if let Some(n) = p.threads {
         tch::set_num_threads(n as i32);
     }
-    let device = parse_device(&p.device)?;
+    let device = crate::model::device::parse(&p.device)?;
     if let Device::Cuda(n) = device {
         if !tch::Cuda::is_available() || n >= tch::Cuda::device_count() as usize {
             return Err(Error::invalid(format!("device cuda:{n} is not available (CUDA devices: {}); use --device cpu or auto", tch::Cuda::device_count())));
@@ -574,7 +558,7 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
     let mut summary = format!(
         "{} on {}: {} epochs{} over {} train clips, {} eval clips, {} classes; last epoch: train loss {:.4}, mAP {}, ensemble mAP {}{}; {:.1} samples/s; {:.1} s",
         p.name,
-        device_name(device),
+        crate::model::device::name(device),
         records.len(),
         resumed_after.map_or(String::new(), |e| format!(" (resumed after epoch {e})")),
         group(train_set.len() as u64),
@@ -609,14 +593,6 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
 
 fn fmt_opt(x: Option<f64>) -> String {
     x.map_or("n/a".into(), |v| format!("{v:.4}"))
-}
-
-fn device_name(d: Device) -> String {
-    match d {
-        Device::Cpu => "cpu".into(),
-        Device::Cuda(n) => format!("cuda:{n}"),
-        other => format!("{other:?}"),
-    }
 }
 
 /// `epoch 3: train loss 0.2101, eval loss 0.1902, mAP 0.5012, ensemble mAP 0.4900, lr 1.0e-3, 41.2 samples/s`.
