@@ -649,16 +649,12 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             use psla::stages::score::{ScoreInput, ScoreParams};
             let params = ScoreParams { checkpoint: checkpoints, normalize, target_frames, batch_size, device, arch, heads, window, hop, top, min_score, splits: None };
-            let beside = |suffix: &str| {
-                let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                out.with_file_name(format!("{}{suffix}", name.strip_suffix(".parquet").unwrap_or(&name)))
-            };
             let tables: Vec<&String> = inputs.iter().filter(|i| i.ends_with(".parquet")).collect();
             let input = match (tables.len(), inputs.len()) {
                 (0, _) => ScoreInput::Audio {
                     inputs,
                     features_out,
-                    rejects_out: rejects.unwrap_or_else(|| beside(".rejects.parquet")),
+                    rejects_out: rejects.unwrap_or_else(|| sibling(&out, "rejects")),
                     threads,
                 },
                 (1, 1) => {
@@ -676,7 +672,7 @@ fn run(cli: Cli) -> Result<()> {
                     )))
                 }
             };
-            let windows_out = window.map(|_| windows_out.unwrap_or_else(|| beside(".windows.parquet")));
+            let windows_out = window.map(|_| windows_out.unwrap_or_else(|| sibling(&out, "windows")));
             let line = psla::stages::score::run_to_files(&params, &input, stats.as_deref(), &out, windows_out.as_deref(), progress)?;
             writeln!(err, "{line}")?;
         }
