@@ -16,7 +16,8 @@
 //! FFT plan); build it once per rate and share it between threads.
 //!
 //! Speed: frames are computed [`LANES`] at a time, each step a vector operation over the frames of
-//! the group (see [`super::fft`]). The kernel is compiled twice, for the baseline instruction set
+//! the group (see [`super::fft`]): the frames are laid side by side once, then the mean removal,
+//! pre-emphasis, window, FFT, mel weights and log all run on vectors holding one value of each frame. The kernel is compiled twice, for the baseline instruction set
 //! and for AVX2 (chosen at run time, see [`Kernel`]); both do the same IEEE operations in the same
 //! order, so they give bit-identical results, which the tests check.
 
@@ -60,7 +61,7 @@ struct MelFilter {
 }
 
 /// A filterbank for one sample rate. Cheap to share (`Send + Sync`); [`Fbank::compute`] allocates
-/// its scratch buffers (about 40 kB) once per call, never per frame.
+/// its scratch buffers (about 30 kB) once per call, never per frame.
 #[derive(Clone)]
 pub struct Fbank {
     sample_rate: u32,
@@ -205,29 +206,21 @@ impl Fbank {
     fn fill(&self, wave: &[f32], offset: f32, out: &mut [f32]) {
         let bins = self.filters.len();
         let half = self.fft.len() / 2;
-        let mut centred = vec![0.0f32; self.window_size];
-        // Zero-padded to the FFT length once; prepare_frame writes only the window.
-        let mut frame = vec![0.0f32; self.fft.len()];
+        let size = self.window_size;
         // The frames of a group, interleaved (see fft.rs); after the FFT, `re[k]` holds bin k of
         // the power spectrum of every frame of the group (the Nyquist bin, which no mel filter
         // uses, is left out), so that each mel weight multiplies all frames in one operation.
         let mut re: Vec<Lanes> = vec![[0.0; LANES]; half];
         let mut im: Vec<Lanes> = vec![[0.0; LANES]; half];
+        let mut scratch: Vec<Lanes> = vec![[0.0; LANES]; size];
         for (group_index, rows) in out.chunks_mut(LANES * bins).enumerate() {
             let group = rows.len() / bins;
-            for lane in 0..group {
-                let start = (group_index * LANES + lane) * self.window_shift;
-                let raw = &wave[start..start + self.window_size];
-                self.prepare_frame(raw, offset, &mut centred, &mut frame);
-                self.fft.load_lane(&frame, lane, &mut re, &mut im);
-            }
-            // The lanes of a last, partial group: zeros (computed, never stored).
-            for lane in group..LANES {
-                for (r, i) in re.iter_mut().zip(im.iter_mut()) {
-                    r[lane] = 0.0;
-                    i[lane] = 0.0;
-                }
-            }
+            // The lanes of a last, partial group repeat its last frame (computed, never stored).
+            let frames: [&[f32]; LANES] = std::array::from_fn(|lane| {
+                let start = (group_index * LANES + lane.min(group - 1)) * self.window_shift;
+                &wave[start..start + size]
+            });
+            self.load_frames(&frames, offset, &mut scratch, &mut re, &mut im);
             self.fft.power(&mut re, &mut im);
             for (m, filter) in self.filters.iter().enumerate() {
                 let mut energy = [0.0f32; LANES];
@@ -247,27 +240,45 @@ impl Fbank {
         }
     }
 
-    /// Fills the first `window_size` values of `frame` with the samples of `raw` (window length)
-    /// less `offset`, then less their mean, pre-emphasised and windowed; `centred` is scratch of
-    /// window length. The rest of `frame` is the zero padding, left as it is.
+    /// Loads [`LANES`] frames (each `window_size` samples of the clip) into `re` and `im` for the
+    /// FFT, prepared as torchaudio does, in vector operations over the frames: each sample less
+    /// `offset`, less the frame's mean, pre-emphasised (`x[j] - p * x[j-1]`, with `x[-1] = x[0]`,
+    /// torchaudio's padding), times the window, zero-padded to the FFT length. `scratch` holds
+    /// `window_size` vectors.
     #[inline(always)]
-    fn prepare_frame(&self, raw: &[f32], offset: f32, centred: &mut [f32], frame: &mut [f32]) {
-        for (c, &x) in centred.iter_mut().zip(raw) {
-            *c = x - offset;
+    fn load_frames(&self, frames: &[&[f32]; LANES], offset: f32, scratch: &mut [Lanes], re: &mut [Lanes], im: &mut [Lanes]) {
+        let size = self.window_size;
+        // Frames side by side: scratch[j][l] = sample j of frame l, less the offset.
+        for (l, frame) in frames.iter().enumerate() {
+            for (x, &v) in scratch.iter_mut().zip(frame.iter()) {
+                x[l] = v - offset;
+            }
         }
-        // torchaudio takes the mean in float32; a float64 sum rounded once is as close as it gets.
-        let mean = (sum_f64_inline(centred) / centred.len() as f64) as f32;
-        for c in centred.iter_mut() {
-            *c -= mean;
+        // torchaudio takes each frame's mean in float32; a float64 sum rounded once is as close as it gets.
+        let mut sums = [0.0f64; LANES];
+        for x in scratch.iter() {
+            for (s, &v) in sums.iter_mut().zip(x) {
+                *s += f64::from(v);
+            }
         }
-        // x[j] - p * x[j-1], with x[-1] = x[0] (torchaudio pads with the first sample).
+        let mean: Lanes = std::array::from_fn(|l| (sums[l] / size as f64) as f32);
+        for x in scratch.iter_mut() {
+            for (v, m) in x.iter_mut().zip(&mean) {
+                *v -= m;
+            }
+        }
         let p = self.preemphasis;
-        frame[0] = (centred[0] - p * centred[0]) * self.window[0];
-        let emphasised = centred[1..].iter().zip(&centred[..centred.len() - 1]);
-        for ((out, (&x, &previous)), &w) in
-            frame[1..].iter_mut().zip(emphasised).zip(&self.window[1..])
-        {
-            *out = (x - p * previous) * w;
+        let sample = |j: usize| -> Lanes {
+            if j >= size {
+                return [0.0; LANES];
+            }
+            let (x, previous) = (scratch[j], scratch[j.saturating_sub(1)]);
+            let w = self.window[j];
+            std::array::from_fn(|l| (x[l] - p * previous[l]) * w)
+        };
+        for (q, &at) in self.fft.bitrev().iter().enumerate() {
+            re[at as usize] = sample(2 * q);
+            im[at as usize] = sample(2 * q + 1);
         }
     }
 }

@@ -39,6 +39,12 @@ pub(crate) struct RealFft {
     split: Vec<(f32, f32)>,
 }
 
+/// The vector whose lane `l` is `f(l)`.
+#[inline(always)]
+fn lanes(f: impl FnMut(usize) -> f32) -> Lanes {
+    std::array::from_fn(f)
+}
+
 /// `exp(-2 pi i num / den)` in float64 rounded to float32, with the zeros at quarter turns exact.
 fn unit(num: usize, den: usize) -> (f32, f32) {
     let angle = -2.0 * std::f64::consts::PI * num as f64 / den as f64;
@@ -81,14 +87,10 @@ impl RealFft {
         self.len
     }
 
-    /// Stores the real frame `frame` (`len()` values) in lane `lane` of `re` and `im` (`len() / 2`
-    /// vectors each), in the order [`RealFft::power`] expects.
-    #[inline(always)]
-    pub(crate) fn load_lane(&self, frame: &[f32], lane: usize, re: &mut [Lanes], im: &mut [Lanes]) {
-        for (pair, &at) in frame.chunks_exact(2).zip(&self.bitrev) {
-            re[at as usize][lane] = pair[0];
-            im[at as usize][lane] = pair[1];
-        }
+    /// Where sample pair `q` (samples `2q` and `2q + 1` of the frames) goes in `re` and `im` for
+    /// [`RealFft::power`]: `re[bitrev[q]]` and `im[bitrev[q]]`.
+    pub(crate) fn bitrev(&self) -> &[u32] {
+        &self.bitrev
     }
 
     /// The power spectra `|X[k]|^2`, `k < len() / 2` (the Nyquist bin is left out), of the frames
@@ -106,22 +108,25 @@ impl RealFft {
         let mut half = 1;
         if m >= 4 {
             // The first two radix-2 stages together: twiddles 1 and -i, no multiplication.
+            // (Every vector is copied out before any is written back: with loads and stores
+            // interleaved lane by lane, the compiler could not prove the rows distinct and kept
+            // the lanes scalar.)
             for (r, i) in re.chunks_exact_mut(4).zip(im.chunks_exact_mut(4)) {
-                for l in 0..LANES {
-                    let (s0r, s0i) = (r[0][l] + r[1][l], i[0][l] + i[1][l]);
-                    let (d0r, d0i) = (r[0][l] - r[1][l], i[0][l] - i[1][l]);
-                    let (s1r, s1i) = (r[2][l] + r[3][l], i[2][l] + i[3][l]);
-                    let (d1r, d1i) = (r[2][l] - r[3][l], i[2][l] - i[3][l]);
-                    r[0][l] = s0r + s1r;
-                    i[0][l] = s0i + s1i;
-                    r[2][l] = s0r - s1r;
-                    i[2][l] = s0i - s1i;
-                    // -i (d1r + i d1i) = d1i - i d1r
-                    r[1][l] = d0r + d1i;
-                    i[1][l] = d0i - d1r;
-                    r[3][l] = d0r - d1i;
-                    i[3][l] = d0i + d1r;
-                }
+                let (r0, r1, r2, r3) = (r[0], r[1], r[2], r[3]);
+                let (i0, i1, i2, i3) = (i[0], i[1], i[2], i[3]);
+                let (s0r, s0i) = (lanes(|l| r0[l] + r1[l]), lanes(|l| i0[l] + i1[l]));
+                let (d0r, d0i) = (lanes(|l| r0[l] - r1[l]), lanes(|l| i0[l] - i1[l]));
+                let (s1r, s1i) = (lanes(|l| r2[l] + r3[l]), lanes(|l| i2[l] + i3[l]));
+                let (d1r, d1i) = (lanes(|l| r2[l] - r3[l]), lanes(|l| i2[l] - i3[l]));
+                r[0] = lanes(|l| s0r[l] + s1r[l]);
+                i[0] = lanes(|l| s0i[l] + s1i[l]);
+                r[2] = lanes(|l| s0r[l] - s1r[l]);
+                i[2] = lanes(|l| s0i[l] - s1i[l]);
+                // -i (d1r + i d1i) = d1i - i d1r
+                r[1] = lanes(|l| d0r[l] + d1i[l]);
+                i[1] = lanes(|l| d0i[l] - d1r[l]);
+                r[3] = lanes(|l| d0r[l] - d1i[l]);
+                i[3] = lanes(|l| d0i[l] + d1r[l]);
             }
             half = 4;
         }
@@ -135,14 +140,13 @@ impl RealFft {
                 let (ia, ib) = i.split_at_mut(half);
                 let pairs = ra.iter_mut().zip(ia).zip(rb.iter_mut().zip(ib));
                 for (((ra, ia), (rb, ib)), &(wr, wi)) in pairs.zip(twiddles) {
-                    for l in 0..LANES {
-                        let tr = rb[l] * wr - ib[l] * wi;
-                        let ti = rb[l] * wi + ib[l] * wr;
-                        rb[l] = ra[l] - tr;
-                        ib[l] = ia[l] - ti;
-                        ra[l] += tr;
-                        ia[l] += ti;
-                    }
+                    let (ar, ai, br, bi) = (*ra, *ia, *rb, *ib);
+                    let tr: Lanes = std::array::from_fn(|l| br[l] * wr - bi[l] * wi);
+                    let ti: Lanes = std::array::from_fn(|l| br[l] * wi + bi[l] * wr);
+                    *rb = std::array::from_fn(|l| ar[l] - tr[l]);
+                    *ib = std::array::from_fn(|l| ai[l] - ti[l]);
+                    *ra = std::array::from_fn(|l| ar[l] + tr[l]);
+                    *ia = std::array::from_fn(|l| ai[l] + ti[l]);
                 }
             }
             half *= 2;
