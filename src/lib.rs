@@ -8,11 +8,13 @@
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
 //! - [`model`]: PSLA's EfficientNet + attention model in tch, its safetensors checkpoints.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
+//! - [`malloc`]: glibc malloc tuning (freed memory kept for reuse), applied by the CLI.
 //! - [`train`]: the PSLA training recipe's parts (schedule, augmentation, data, Adam); the stage is
 //!   [`stages::train`].
 
 pub mod audio;
 pub mod error;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

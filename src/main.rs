@@ -552,6 +552,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    psla::malloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,4 +57,10 @@ fn rust_polars_reads_the_tables() {
     assert_eq!(df.height(), 527);
     let mids = df.column("mid").unwrap().str().unwrap().clone();
     assert_eq!(mids.get(0), Some("/m/09x0r"));
+    // Float columns are written with BYTE_STREAM_SPLIT (src/table/store.rs): Rust Polars decodes them.
+    let file = Path::new(&root).join(m["tables"]["clips"]["files"][0].as_str().unwrap());
+    let df = ParquetReader::new(fs::File::open(&file).unwrap()).finish().unwrap();
+    let start: f64 = df.column("start_s").unwrap().f64().unwrap().sum().unwrap();
+    let expected: f64 = sql_csv(&root, "SELECT sum(start_s) FROM clips")[1].parse().unwrap();
+    assert!(start > 0.0 && (start - expected).abs() < 1e-6 * expected, "{start} vs {expected}");
 }

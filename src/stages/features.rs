@@ -36,7 +36,8 @@ use crate::audio::psla_fbank;
 use crate::error::{Error, Result};
 use crate::pipeline::spec::Resolver;
 use crate::progress::group;
-use crate::table::{RunRoot, StagedTable};
+use crate::table::store::write_parquet_path;
+use crate::table::{RunRoot, StagedTable, TableData};
 
 pub const KIND: StageKind = StageKind {
     name: "features",
@@ -621,7 +622,7 @@ const CLIPS_PER_THREAD_CHUNK: usize = 16;
 /// table, and stage `feature_stats` and `features_rejects`.
 pub fn extract(params: &FeaturesParams, ctx: &StageContext, skip: &HashSet<String>) -> Result<Extraction> {
     params.check()?;
-    keep_freed_memory();
+    crate::malloc::keep_freed_memory();
     let started = Instant::now();
     let (mut jobs, mut rejects, ignored) = if params.inputs.is_empty() {
         let (j, r) = jobs_from_clips(ctx)?;
@@ -677,30 +678,46 @@ pub fn extract(params: &FeaturesParams, ctx: &StageContext, skip: &HashSet<Strin
     let mut written = 0u64;
     let mut audio_seconds = 0.0f64;
     let mut featurise_seconds = 0.0f64;
-    for chunk in jobs.chunks(CLIPS_PER_THREAD_CHUNK * threads) {
-        let results = run_parallel(chunk, threads, |job| {
-            let clip_started = Instant::now();
-            let r = featurise(job, params);
-            pb.inc(1);
-            (r, clip_started.elapsed().as_secs_f64())
+    // The Parquet writing (encoding, compression, hashing) runs on its own thread, one chunk
+    // behind the featurising, so the two overlap instead of taking turns.
+    let writer = std::thread::scope(|scope| -> Result<_> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+        let write = scope.spawn(move || -> Result<_> {
+            for batch in rx {
+                writer.write(&batch)?;
+            }
+            Ok(writer)
         });
-        let mut good = Vec::with_capacity(chunk.len());
-        for (job, (result, clip_seconds)) in chunk.iter().zip(results) {
-            featurise_seconds += clip_seconds;
-            match result {
-                Ok(f) => {
-                    stats.add_sums(&f.sums);
-                    audio_seconds += f.num_samples as f64 / f64::from(f.sample_rate);
-                    good.push((job, f));
+        for chunk in jobs.chunks(CLIPS_PER_THREAD_CHUNK * threads) {
+            let results = run_parallel(chunk, threads, |job| {
+                let clip_started = Instant::now();
+                let r = featurise(job, params);
+                pb.inc(1);
+                (r, clip_started.elapsed().as_secs_f64())
+            });
+            let mut good = Vec::with_capacity(chunk.len());
+            for (job, (result, clip_seconds)) in chunk.iter().zip(results) {
+                featurise_seconds += clip_seconds;
+                match result {
+                    Ok(f) => {
+                        stats.add_sums(&f.sums);
+                        audio_seconds += f.num_samples as f64 / f64::from(f.sample_rate);
+                        good.push((job, f));
+                    }
+                    Err(reason) => rejects.push(Reject { clip_id: job.clip_id.clone(), audio_uri: job.audio_uri.clone(), reason }),
                 }
-                Err(reason) => rejects.push(Reject { clip_id: job.clip_id.clone(), audio_uri: job.audio_uri.clone(), reason }),
+            }
+            if !good.is_empty() {
+                let batch = features_batch(&good, dtype)?;
+                written += good.len() as u64;
+                if tx.send(batch).is_err() {
+                    break; // the writer failed: its error is returned below
+                }
             }
         }
-        if !good.is_empty() {
-            writer.write(&features_batch(&good, dtype)?)?;
-            written += good.len() as u64;
-        }
-    }
+        drop(tx);
+        write.join().expect("the features writer panicked")
+    })?;
     pb.finish_and_clear();
 
     let features = writer.finish()?;
@@ -729,33 +746,6 @@ pub fn extract(params: &FeaturesParams, ctx: &StageContext, skip: &HashSet<Strin
         detail,
     };
     Ok(Extraction { output, stats, features, rejects: rejects_table, featurise_seconds })
-}
-
-/// Tells glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-///
-/// Every clip allocates and frees a few buffers of 0.3 to 1 MB (the file, its samples, its fbank),
-/// and every chunk a few of several MB (the batch, Parquet pages). By default glibc serves blocks
-/// above its mmap threshold with a fresh `mmap` and trims the heap top above 2x that threshold,
-/// so the same memory goes back to the OS and is faulted in again, page by page, clip after clip
-/// (over 1,000 page faults per clip were measured before this). A fixed 32 MB mmap threshold (the
-/// largest glibc takes) and a 512 MB trim threshold keep that memory in the process; peak memory
-/// is unchanged (the memory is reused, not added to). Process-wide and done once; a no-op with
-/// other C libraries.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
-        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-        unsafe extern "C" {
-            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        }
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: mallopt only changes malloc's tuning; glibc makes it safe to call at any time.
-        ONCE.call_once(|| unsafe {
-            mallopt(M_MMAP_THRESHOLD, 32 << 20);
-            mallopt(M_TRIM_THRESHOLD, 512 << 20);
-        });
-    }
 }
 
 /// 42.0 -> "42.0 s", 5400.0 -> "1.50 h".
@@ -831,15 +821,9 @@ pub fn run_to_files(
     let rows_written = concat_features(out, &schema, (kept > 0).then_some(out), &root, &run.features.entry.files)?;
     let rejects: Vec<RecordBatch> =
         run.rejects.entry.files.iter().map(|f| root.read_parquet_file(f)).collect::<Result<Vec<_>>>()?.concat();
-    write_parquet_atomic(rejects_out, rejects_schema(), |w| {
-        for b in &rejects {
-            w.write(b)?;
-        }
-        Ok(())
-    })?;
+    write_parquet_path(rejects_out, &TableData { schema: rejects_schema(), batches: rejects })?;
     if let Some(path) = stats_out {
-        let batch = stats.to_batch()?;
-        write_parquet_atomic(path, stats_schema(), |w| Ok(w.write(&batch)?))?;
+        write_parquet_path(path, &TableData { schema: stats_schema(), batches: vec![stats.to_batch()?] })?;
     }
     drop(root);
     std::fs::remove_dir_all(&staging_dir).map_err(|e| Error::file(&staging_dir, None, e))?;
@@ -877,7 +861,7 @@ fn concat_features(
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     let file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
     let parquet_schema = parquet::arrow::ArrowSchemaConverter::new().convert(schema)?;
-    let mut props = parquet::file::properties::WriterProperties::builder().build();
+    let mut props = crate::table::store::writer_properties(schema);
     parquet::arrow::add_encoded_arrow_schema_to_metadata(schema, &mut props);
     let mut writer =
         parquet::file::writer::SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), Arc::new(props))?;
@@ -950,22 +934,4 @@ fn parquet_reader(path: &Path, first_column_only: bool) -> Result<parquet::arrow
         builder = builder.with_projection(mask);
     }
     Ok(builder.build()?)
-}
-
-/// Write a Parquet file through `<path>.tmp` and a rename, so a killed write leaves no half file.
-fn write_parquet_atomic(
-    path: &Path,
-    schema: SchemaRef,
-    fill: impl FnOnce(&mut parquet::arrow::ArrowWriter<std::fs::File>) -> Result<()>,
-) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(3).expect("level")))
-        .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
-    fill(&mut w)?;
-    w.close()?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, None, e))?;
-    Ok(())
 }

@@ -21,6 +21,7 @@ use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::input::{MEL_BINS, Normalization, PSLA_AUDIOSET, pad_or_cut};
 use crate::model::{Arch, ModelConfig, PslaModel};
 use crate::pipeline::spec::Resolver;
+use crate::table::store::LocalParquetWriter;
 use crate::progress::group;
 use crate::table::TableData;
 
@@ -818,42 +819,6 @@ pub enum ScoreInput {
     },
 }
 
-/// A Parquet file written through `<path>.tmp` and renamed into place when complete.
-struct AtomicParquet {
-    path: PathBuf,
-    tmp: PathBuf,
-    writer: parquet::arrow::ArrowWriter<std::fs::File>,
-    rows: u64,
-}
-
-impl AtomicParquet {
-    fn create(path: &Path, schema: SchemaRef) -> Result<AtomicParquet> {
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        let f = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, None, e))?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(3).expect("valid level")))
-            .build();
-        let writer = parquet::arrow::ArrowWriter::try_new(f, schema, Some(props))?;
-        Ok(AtomicParquet { path: path.to_path_buf(), tmp, writer, rows: 0 })
-    }
-
-    fn write(&mut self, b: &RecordBatch) -> Result<()> {
-        self.rows += b.num_rows() as u64;
-        self.writer.write(b).map_err(Error::from)
-    }
-
-    fn commit(self) -> Result<u64> {
-        self.writer.close()?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::file(&self.path, None, e))?;
-        Ok(self.rows)
-    }
-
-    fn abandon(self) {
-        drop(self.writer);
-        let _ = std::fs::remove_file(&self.tmp);
-    }
-}
-
 /// What `psla score` does: features (or audio, featurised first) in, predictions out, streamed.
 /// `stats`: a `feature_stats` Parquet file for `normalize = "stats"`; `windows_out`: where the
 /// per-window rows go when `params.window` is set.
@@ -915,9 +880,9 @@ fn score_file(scorer: &mut Scorer, features: &Path, out: &Path, windows_out: Opt
     let reader = builder.build()?;
     let pb = crate::progress::bar(progress, rows, "score clips");
 
-    let mut main = AtomicParquet::create(out, scorer.predictions_schema())?;
+    let mut main = LocalParquetWriter::create(out, scorer.predictions_schema())?;
     let mut windows = match (scorer.windows, windows_out) {
-        (Some(_), Some(w)) => Some(AtomicParquet::create(w, window_predictions_schema())?),
+        (Some(_), Some(w)) => Some(LocalParquetWriter::create(w, window_predictions_schema())?),
         _ => None,
     };
     let result = (|| -> Result<()> {
