@@ -11,7 +11,8 @@
 //! ## One epoch
 //! 1. The order: a seeded shuffle of the training clips (`sampling = "uniform"`), or the epoch's rows of
 //!    `epoch_draws` (`"draws"`).
-//! 2. Batches are assembled on a worker thread ([`crate::train::data::spawn_epoch`]): per clip, mixup
+//! 2. Batches are assembled ahead of the step by up to 4 threads ([`crate::train::data::spawn_epoch`]),
+//!    each clip's fbank read from the `features` files when needed ([`crate::train::data::FeatureStore`]): mixup
 //!    (probability `mixup`, lambda ~ Beta(10, 10), partner uniform), pad or cut to `target_frames`,
 //!    SpecAugment, normalisation.
 //! 3. Per batch: the lr of the step ([`crate::train::schedule`]), forward in training mode, BCE on the
@@ -355,7 +356,7 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
     std::fs::create_dir_all(&models_dir).map_err(|e| Error::file(&models_dir, None, e))?;
 
     // Inputs.
-    let features = Arc::new(FeatureStore::new(&ctx.read("features")?, &ctx.table_name("features"))?);
+    let features = Arc::new(FeatureStore::open(ctx.root, &ctx.table_name("features"))?);
     let vocab = vocabulary(&ctx.read("classes")?, &ctx.table_name("classes"))?;
     let clips = ctx.read("clips")?;
     let clip_ids = column_strings(&clips, "clip_id", &ctx.table_name("clips"))?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use arrow::array::{AsArray, ListArray};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -18,46 +18,115 @@ use rand_chacha::ChaCha8Rng;
 use super::augment::{beta, mix_labels, mix_mel, mix_waveforms, spec_augment};
 use super::config::{MixupDomain, TrainConfig};
 use crate::error::{Error, Result};
-use crate::table::TableData;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
+
+use crate::table::RunRoot;
 
 /// Mel bins of every stored fbank.
 pub const MEL_BINS: usize = 128;
 
-/// The `features` table, indexed by clip id; values are copied out one clip at a time.
+/// The `features` table, indexed by clip id, read one clip at a time from its Parquet files.
+///
+/// Only the ids and audio locations are held in memory: a clip's fbank is read when a batch needs
+/// it, through the files' page indexes (the row group and the one or two pages that hold the row
+/// are decoded, nothing else), so training memory does not grow with the table (AudioSet's 2M
+/// clips are ~1 TB of float32 features). Local run roots read the files in place, and the OS page
+/// cache keeps what fits; the files of an object-store root are fetched into memory whole (no
+/// ranged reads yet).
 pub struct FeatureStore {
-    lists: Vec<ListArray>,
+    files: Vec<FeatureFile>,
     uris: Vec<Vec<String>>,
-    index: HashMap<String, (usize, usize)>,
+    index: HashMap<String, (u32, u32)>,
+    table: String,
+}
+
+struct FeatureFile {
+    source: FileSource,
+    meta: ArrowReaderMetadata,
+    /// The fbank column's index among the root fields.
+    fbank_column: usize,
+    /// The first row of each row group, and one past the last row.
+    group_starts: Vec<usize>,
+    name: String,
+}
+
+enum FileSource {
+    Local(std::path::PathBuf),
+    Memory(bytes::Bytes),
 }
 
 impl FeatureStore {
-    pub fn new(data: &TableData, table: &str) -> Result<Self> {
-        let (mut lists, mut uris, mut index) = (Vec::new(), Vec::new(), HashMap::new());
-        for (b, batch) in data.batches.iter().enumerate() {
-            let col = |name: &str| batch.column_by_name(name).ok_or_else(|| Error::table(table, format!("has no column `{name}`")));
-            let ids = arrow::compute::cast(col("clip_id")?, &DataType::Utf8)?;
-            let fbank = col("fbank")?.as_list_opt::<i32>().cloned().ok_or_else(|| {
-                Error::table(table, "column `fbank` is not a List<FixedSizeList<Float32, 128>>: was it written by the features stage?")
-            })?;
-            if let DataType::FixedSizeList(_, n) = fbank.value_type() {
-                if n as usize != MEL_BINS {
-                    return Err(Error::table(table, format!("fbank rows have {n} values; training needs {MEL_BINS} mel bins")));
-                }
-            }
-            let uri: Vec<String> = match batch.column_by_name("audio_uri") {
-                Some(c) => arrow::compute::cast(c, &DataType::Utf8)?.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect(),
-                None => vec![String::new(); batch.num_rows()],
+    /// Index the committed table `table` (a `features` table) of `root`.
+    pub fn open(root: &RunRoot, table: &str) -> Result<Self> {
+        let entry = root.table_entry(table)?;
+        let (mut files, mut uris, mut index) = (Vec::new(), Vec::new(), HashMap::new());
+        for rel in &entry.files {
+            let source = match root.url_of(rel).to_file_path() {
+                Ok(path) if root.local_dir().is_some() => FileSource::Local(path),
+                _ => FileSource::Memory(root.read_bytes(rel)?),
             };
-            for (r, id) in ids.as_string::<i32>().iter().enumerate() {
-                let id = id.unwrap_or_default().to_string();
-                if index.insert(id.clone(), (b, r)).is_some() {
-                    return Err(Error::table(table, format!("clip `{id}` has more than one row")));
+            let options = ArrowReaderOptions::new().with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
+            let meta = match &source {
+                FileSource::Local(path) => {
+                    let file = std::fs::File::open(path).map_err(|e| Error::file(path, None, e))?;
+                    ArrowReaderMetadata::load(&file, options)
+                }
+                FileSource::Memory(bytes) => ArrowReaderMetadata::load(bytes, options),
+            }
+            .map_err(|e| Error::table(table, format!("{rel}: not a readable Parquet file: {e}")))?;
+            let schema = meta.schema().clone();
+            let position = |name: &str| {
+                schema.index_of(name).map_err(|_| Error::table(table, format!("has no column `{name}`")))
+            };
+            let (id_column, fbank_column) = (position("clip_id")?, position("fbank")?);
+            let fbank_ok = match schema.field(fbank_column).data_type() {
+                DataType::List(item) => match item.data_type() {
+                    DataType::FixedSizeList(v, n) => {
+                        if *n as usize != MEL_BINS {
+                            return Err(Error::table(table, format!("fbank rows have {n} values; training needs {MEL_BINS} mel bins")));
+                        }
+                        matches!(v.data_type(), DataType::Float32 | DataType::Float16)
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !fbank_ok {
+                return Err(Error::table(table, "column `fbank` is not a List<FixedSizeList<Float32, 128>>: was it written by the features stage?"));
+            }
+            let uri_column = schema.index_of("audio_uri").ok();
+            let mut group_starts = vec![0usize];
+            for g in meta.metadata().row_groups() {
+                group_starts.push(group_starts.last().unwrap() + g.num_rows() as usize);
+            }
+            // The ids and locations: two small columns, read whole.
+            let roots: Vec<usize> = std::iter::once(id_column).chain(uri_column).collect();
+            let batches = read_rows(&source, &meta, &Request { columns: &roots, row: None })
+            .map_err(|e| Error::table(table, format!("{rel}: {e}")))?;
+            let f = files.len() as u32;
+            let mut row = 0u32;
+            let mut file_uris = Vec::new();
+            for batch in batches {
+                let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+                match uri_column {
+                    Some(_) => file_uris.extend(
+                        arrow::compute::cast(batch.column(1), &DataType::Utf8)?.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()),
+                    ),
+                    None => file_uris.extend(std::iter::repeat_n(String::new(), batch.num_rows())),
+                }
+                for id in ids.as_string::<i32>().iter() {
+                    let id = id.unwrap_or_default().to_string();
+                    if index.insert(id.clone(), (f, row)).is_some() {
+                        return Err(Error::table(table, format!("clip `{id}` has more than one row")));
+                    }
+                    row += 1;
                 }
             }
-            lists.push(fbank);
-            uris.push(uri);
+            uris.push(file_uris);
+            files.push(FeatureFile { source, meta, fbank_column, group_starts, name: rel.clone() });
         }
-        Ok(FeatureStore { lists, uris, index })
+        Ok(FeatureStore { files, uris, index, table: table.to_string() })
     }
 
     pub fn contains(&self, clip: &str) -> bool {
@@ -74,15 +143,53 @@ impl FeatureStore {
 
     /// The clip's fbank, frames x 128 row-major (float16 storage is widened).
     pub fn fbank(&self, clip: &str) -> Result<Vec<f32>> {
-        let &(b, r) = self.index.get(clip).ok_or_else(|| Error::invalid(format!("clip `{clip}` has no features")))?;
-        let rows = self.lists[b].value(r);
-        let values = rows.as_fixed_size_list().values();
-        let values = arrow::compute::cast(values, &DataType::Float32)?;
+        let &(f, row) = self.index.get(clip).ok_or_else(|| Error::invalid(format!("clip `{clip}` has no features")))?;
+        let file = &self.files[f as usize];
+        let row = row as usize;
+        let group = file.group_starts.partition_point(|&start| start <= row) - 1;
+        let offset = row - file.group_starts[group];
+        let request = Request { columns: &[file.fbank_column], row: Some((group, offset)) };
+        let batches = read_rows(&file.source, &file.meta, &request)
+        .map_err(|e| Error::table(&self.table, format!("{}: reading clip `{clip}`: {e}", file.name)))?;
+        let batch = batches.first().filter(|b| b.num_rows() == 1).ok_or_else(|| {
+            Error::table(&self.table, format!("{}: clip `{clip}` is not at row {row}", file.name))
+        })?;
+        let rows = batch.column(0).as_list::<i32>().value(0);
+        let values = arrow::compute::cast(rows.as_fixed_size_list().values(), &DataType::Float32)?;
         Ok(values.as_primitive::<Float32Type>().values().to_vec())
     }
 
     pub fn audio_uri(&self, clip: &str) -> Option<&str> {
-        self.index.get(clip).map(|&(b, r)| self.uris[b][r].as_str()).filter(|s| !s.is_empty())
+        self.index.get(clip).map(|&(f, r)| self.uris[f as usize][r as usize].as_str()).filter(|s| !s.is_empty())
+    }
+}
+
+/// What [`read_rows`] reads of a file: these root columns, all rows or the one at (row group, offset).
+struct Request<'a> {
+    columns: &'a [usize],
+    row: Option<(usize, usize)>,
+}
+
+/// The record batches of one Parquet file of a [`FeatureStore`] that `request` asks for.
+fn read_rows(source: &FileSource, meta: &ArrowReaderMetadata, request: &Request) -> std::result::Result<Vec<RecordBatch>, String> {
+    fn read<R: parquet::file::reader::ChunkReader + 'static>(
+        reader: R,
+        meta: &ArrowReaderMetadata,
+        request: &Request,
+    ) -> std::result::Result<Vec<RecordBatch>, String> {
+        let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, meta.clone());
+        let mask = ProjectionMask::roots(b.parquet_schema(), request.columns.iter().copied());
+        b = b.with_projection(mask);
+        if let Some((group, offset)) = request.row {
+            let selection = RowSelection::from(vec![RowSelector::skip(offset), RowSelector::select(1)]);
+            b = b.with_row_groups(vec![group]).with_row_selection(selection).with_batch_size(1);
+        }
+        let reader = b.build().map_err(|e| e.to_string())?;
+        reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    }
+    match source {
+        FileSource::Local(path) => read(std::fs::File::open(path).map_err(|e| e.to_string())?, meta, request),
+        FileSource::Memory(bytes) => read(bytes.clone(), meta, request),
     }
 }
 
@@ -288,18 +395,43 @@ pub fn waveform_fbank(wave: Vec<f32>) -> Result<Vec<f32>> {
 }
 
 /// Assemble the batches of one training epoch on a worker thread, at most `ahead` batches ahead of
-/// the consumer. `order` indexes the training clips; batches from `first_batch` on are produced.
+/// the consumer. `order` indexes the training clips. The examples of a batch are made by up to
+/// [`LOADER_THREADS`] threads (reading features, mixing, masking), so that a GPU step does not wait
+/// on one core; every example depends only on (seed, epoch, position), never on the thread.
 pub fn spawn_epoch(source: Arc<BatchSource>, order: Vec<usize>, epoch: u32, batch_size: usize, ahead: usize) -> Receiver<Result<Batch>> {
     let (tx, rx): (SyncSender<Result<Batch>>, _) = sync_channel(ahead.max(1));
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(LOADER_THREADS);
     std::thread::Builder::new()
         .name(format!("psla-batches-{epoch}"))
         .spawn(move || {
             for (index, chunk) in order.chunks(batch_size).enumerate() {
+                let first = (index * batch_size) as u64;
+                let examples: Vec<Result<(Vec<f32>, Vec<f32>)>> = if workers <= 1 || chunk.len() <= 1 {
+                    chunk.iter().enumerate().map(|(k, &clip)| source.train_example(clip, epoch, first + k as u64)).collect()
+                } else {
+                    let per = chunk.len().div_ceil(workers);
+                    std::thread::scope(|s| {
+                        let handles: Vec<_> = chunk
+                            .chunks(per)
+                            .enumerate()
+                            .map(|(w, part)| {
+                                let source = &source;
+                                s.spawn(move || {
+                                    part.iter()
+                                        .enumerate()
+                                        .map(|(k, &clip)| source.train_example(clip, epoch, first + (w * per + k) as u64))
+                                        .collect::<Vec<_>>()
+                                })
+                            })
+                            .collect();
+                        handles.into_iter().flat_map(|h| h.join().expect("a batch worker panicked")).collect()
+                    })
+                };
                 let mut x = Vec::with_capacity(chunk.len() * source.target_frames * MEL_BINS);
                 let mut y = Vec::with_capacity(chunk.len() * source.clips.classes);
                 let mut result = Ok(());
-                for (k, &clip) in chunk.iter().enumerate() {
-                    match source.train_example(clip, epoch, (index * batch_size + k) as u64) {
+                for example in examples {
+                    match example {
                         Ok((xi, yi)) => {
                             x.extend_from_slice(&xi);
                             y.extend_from_slice(&yi);
@@ -320,6 +452,9 @@ pub fn spawn_epoch(source: Arc<BatchSource>, order: Vec<usize>, epoch: u32, batc
         .expect("cannot start the batch thread");
     rx
 }
+
+/// At most this many threads make the examples of a training batch.
+pub const LOADER_THREADS: usize = 4;
 
 /// The evaluation inputs of clips `range` of `clips`: padded or cut, normalised, no augmentation.
 pub fn eval_batch(features: &FeatureStore, clips: &LabeledClips, range: std::ops::Range<usize>, target_frames: usize, mean: f32, std: f32) -> Result<Vec<f32>> {
