@@ -151,7 +151,7 @@ fn bad_labels_are_reported_and_an_empty_table_is_an_error() {
     let s = sample(&c, &m, &v, &params(0, 0)).unwrap();
     assert_eq!(s.unknown_labels, 1);
     assert!(s.summary(&params(0, 0)).contains("1 labels with mids outside the vocabulary were not used (e.g. /m/unknown)"));
-    let err = sample(&[], &[], &v, &params(0, 0)).unwrap_err().to_string();
+    let err = sample::<&str>(&[], &[], &v, &params(0, 0)).unwrap_err().to_string();
     assert!(err.contains("empty"), "{err}");
     let err = sample(&["a".to_string()], &["/m/x".to_string()], &v, &params(0, 0)).unwrap_err().to_string();
     assert!(err.contains("none of the 1 labels is a vocabulary class"), "{err}");

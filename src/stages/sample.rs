@@ -92,14 +92,16 @@ impl Stage for SampleParams {
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutput> {
         let labels = ctx.read("labels")?;
-        let (mut clip_ids, mut mids) = string_columns(&labels, &["clip_id", "mid"], &ctx.table_name("labels"))?;
+        let label_columns = StrColumns::new(&labels, &["clip_id", "mid"], &ctx.table_name("labels"))?;
+        let (mut clip_ids, mut mids) = (label_columns.values(0), label_columns.values(1));
+        let clips;
         if let Some(splits) = &self.splits {
-            let clips = ctx.read("clips")?;
-            let (ids, split) = string_columns(&clips, &["clip_id", "split"], &ctx.table_name("clips"))?;
+            clips = ctx.read("clips")?;
+            let clip_columns = StrColumns::new(&clips, &["clip_id", "split"], &ctx.table_name("clips"))?;
+            let (ids, split) = (clip_columns.values(0), clip_columns.values(1));
             let keep: HashSet<&str> =
-                ids.iter().zip(&split).filter(|(_, s)| splits.contains(s)).map(|(i, _)| i.as_str()).collect();
-            let (c, m): (Vec<_>, Vec<_>) =
-                clip_ids.into_iter().zip(mids).filter(|(c, _)| keep.contains(c.as_str())).unzip();
+                ids.iter().zip(&split).filter(|(_, s)| splits.iter().any(|x| x == *s)).map(|(i, _)| *i).collect();
+            let (c, m): (Vec<_>, Vec<_>) = clip_ids.into_iter().zip(mids).filter(|(c, _)| keep.contains(c)).unzip();
             (clip_ids, mids) = (c, m);
         }
         let classes = ctx.read("classes")?;
@@ -120,19 +122,40 @@ impl Stage for SampleParams {
     }
 }
 
-/// Utf8 columns of a table, by name, as owned strings.
-pub fn string_columns(data: &TableData, names: &[&str; 2], table: &str) -> Result<(Vec<String>, Vec<String>)> {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for batch in &data.batches {
-        let col = |name: &str| -> Result<ArrayRef> {
-            let c = batch.column_by_name(name).ok_or_else(|| Error::table(table, format!("has no column `{name}`")))?;
-            Ok(arrow::compute::cast(c, &DataType::Utf8)?)
-        };
-        let (x, y) = (col(names[0])?, col(names[1])?);
-        a.extend(x.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()));
-        b.extend(y.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()));
+/// Two columns of a table as Utf8 arrays (cast when stored otherwise), borrowed as `&str` by
+/// [`StrColumns::values`] without a copy per value.
+pub struct StrColumns {
+    arrays: [Vec<ArrayRef>; 2],
+}
+
+impl StrColumns {
+    pub fn new(data: &TableData, names: &[&str; 2], table: &str) -> Result<Self> {
+        let mut arrays: [Vec<ArrayRef>; 2] = [Vec::new(), Vec::new()];
+        for batch in &data.batches {
+            for (out, name) in arrays.iter_mut().zip(names) {
+                let c = batch.column_by_name(name).ok_or_else(|| Error::table(table, format!("has no column `{name}`")))?;
+                out.push(if c.data_type() == &DataType::Utf8 { c.clone() } else { arrow::compute::cast(c, &DataType::Utf8)? });
+            }
+        }
+        Ok(StrColumns { arrays })
     }
-    Ok((a, b))
+
+    /// Column `i` (0 or 1), a null as "".
+    pub fn values(&self, i: usize) -> Vec<&str> {
+        let n = self.arrays[i].iter().map(|a| a.len()).sum();
+        let mut out = Vec::with_capacity(n);
+        for a in &self.arrays[i] {
+            out.extend(a.as_string::<i32>().iter().map(|v| v.unwrap_or_default()));
+        }
+        out
+    }
+}
+
+/// Utf8 columns of a table, by name, as owned strings (for small tables).
+pub fn string_columns(data: &TableData, names: &[&str; 2], table: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let cols = StrColumns::new(data, names, table)?;
+    let owned = |i| cols.values(i).into_iter().map(str::to_string).collect();
+    Ok((owned(0), owned(1)))
 }
 
 /// What `psla sample` does: labels from a Parquet file (clip_id, mid), the vocabulary from a
@@ -146,9 +169,9 @@ pub fn run_to_files(
 ) -> Result<String> {
     let started = std::time::Instant::now();
     let data = crate::table::store::read_parquet_path(labels)?;
-    let (clip_ids, mids) = string_columns(&data, &["clip_id", "mid"], &labels.display().to_string())?;
+    let columns = StrColumns::new(&data, &["clip_id", "mid"], &labels.display().to_string())?;
     let vocabulary = super::ingest::read_vocabulary(classes_csv)?;
-    let result = sample(&clip_ids, &mids, &vocabulary, params)?;
+    let result = sample(&columns.values(0), &columns.values(1), &vocabulary, params)?;
     crate::table::store::write_parquet_path(out, &TableData { schema: weights_schema(), batches: vec![result.weights_batch()?] })?;
     if let Some(d) = draws_out {
         crate::table::store::write_parquet_path(d, &TableData { schema: draws_schema(), batches: result.draws_batches()? })?;
@@ -235,7 +258,7 @@ pub struct Sampling {
 }
 
 /// Compute weights, draws and exposure for labels given as parallel `clip_ids` / `mids` columns.
-pub fn sample(clip_ids: &[String], mids: &[String], vocabulary: &[String], params: &SampleParams) -> Result<Sampling> {
+pub fn sample<S: AsRef<str>>(clip_ids: &[S], mids: &[S], vocabulary: &[String], params: &SampleParams) -> Result<Sampling> {
     if clip_ids.is_empty() {
         return Err(Error::invalid("the label table is empty: there is nothing to sample"));
     }
@@ -252,19 +275,20 @@ pub fn sample(clip_ids: &[String], mids: &[String], vocabulary: &[String], param
     let mut unknown_labels = 0u64;
     let mut unknown: BTreeSet<&str> = BTreeSet::new();
     for (c, m) in clip_ids.iter().zip(mids) {
-        let Some(&k) = class_index.get(m.as_str()) else {
+        let (c, m) = (c.as_ref(), m.as_ref());
+        let Some(&k) = class_index.get(m) else {
             unknown_labels += 1;
-            unknown.insert(m.as_str());
+            unknown.insert(m);
             continue;
         };
         let i = match last {
-            Some((previous, i)) if previous == c.as_str() => i,
+            Some((previous, i)) if previous == c => i,
             _ => {
-                let i = *number.entry(c.as_str()).or_insert_with(|| {
-                    names.push(c.as_str());
+                let i = *number.entry(c).or_insert_with(|| {
+                    names.push(c);
                     (names.len() - 1) as u32
                 });
-                last = Some((c.as_str(), i));
+                last = Some((c, i));
                 i
             }
         };
@@ -279,8 +303,17 @@ pub fn sample(clip_ids: &[String], mids: &[String], vocabulary: &[String], param
         )));
     }
     // rank[number] = position in clip_id order
-    let mut order: Vec<u32> = (0..names.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| names[a as usize].cmp(names[b as usize]));
+    // Sorted by each id's first 8 bytes, then by the whole id where those tie: comparing two
+    // integers held in the vector, not two strings elsewhere in memory.
+    let prefix = |s: &str| {
+        let mut key = [0u8; 8];
+        let b = s.as_bytes();
+        key[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+        u64::from_be_bytes(key)
+    };
+    let mut keyed: Vec<(u64, u32)> = names.iter().enumerate().map(|(i, s)| (prefix(s), i as u32)).collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| names[a.1 as usize].cmp(names[b.1 as usize])));
+    let order: Vec<u32> = keyed.into_iter().map(|(_, i)| i).collect();
     let mut rank = vec![0u32; names.len()];
     for (r, &i) in order.iter().enumerate() {
         rank[i as usize] = r as u32;
