@@ -94,6 +94,39 @@ fn draws_are_reproducible_by_seed_and_differ_across_seeds_and_epochs() {
 }
 
 #[test]
+fn weighted_draws_are_the_inverse_cdf_of_the_seeded_uniforms() {
+    // draw_epoch matches sorted uniforms against the cumulative weights in one merge; it must pick
+    // exactly what a binary search per draw picks (the first clip whose cumulative weight exceeds
+    // u * total), including zero weights, ties and a single clip.
+    use rand::{Rng, SeedableRng};
+    for (case, weights) in [
+        (0..1000).map(|i| ((i * 7919) % 13) as f64 + 0.25).collect::<Vec<f64>>(),
+        vec![1.0, 0.0, 0.0, 2.0, 0.0, 1.0],
+        vec![3.5],
+        vec![0.5; 64],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (seed, epoch) = (17 + case as u64, 3);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(u64::from(epoch));
+        let cumulative: Vec<f64> = weights.iter().scan(0.0, |acc, w| { *acc += w; Some(*acc) }).collect();
+        let total = *cumulative.last().unwrap();
+        let n = 5000;
+        let expected: Vec<u32> = (0..n)
+            .map(|_| {
+                let u = rng.random::<f64>() * total;
+                cumulative.partition_point(|&c| c <= u).min(weights.len() - 1) as u32
+            })
+            .collect();
+        let got = draw_epoch(&weights, n, seed, epoch, false);
+        assert_eq!(got, expected, "case {case}");
+        assert!(got.iter().all(|&d| weights[d as usize] > 0.0), "case {case}: a clip of weight 0 was drawn");
+    }
+}
+
+#[test]
 fn each_clips_share_of_many_draws_converges_to_its_weight() {
     let weights: Vec<f64> = (0..40).map(|i| 1.0 + (i % 9) as f64 * 3.5).collect();
     let total: f64 = weights.iter().sum();

@@ -44,6 +44,9 @@ pub const KIND: StageKind = StageKind {
     },
 };
 
+/// A hash map with a fast, non-cryptographic hasher (ids are not attacker-controlled here).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// PSLA's constant in `1000 / (count + 0.01)`.
 const WEIGHT_SCALE: f64 = 1000.0;
 const COUNT_SMOOTHING: f64 = 0.01;
@@ -262,13 +265,13 @@ pub fn sample<S: AsRef<str>>(clip_ids: &[S], mids: &[S], vocabulary: &[String], 
     if clip_ids.is_empty() {
         return Err(Error::invalid("the label table is empty: there is nothing to sample"));
     }
-    let class_index: HashMap<&str, usize> = vocabulary.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
+    let class_index: FastMap<&str, usize> = vocabulary.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
 
     // Each clip's classes, in the order its labels come (PSLA sums in that order); labels outside the
     // vocabulary are counted and shown, not used; a repeated (clip, class) counts once.
     // Clips get a number in order of first appearance (a hash lookup per label, skipped while the
     // labels of one clip come in a row, as they usually do), then are put in clip_id order.
-    let mut number: HashMap<&str, u32> = HashMap::new();
+    let mut number: FastMap<&str, u32> = FastMap::with_capacity_and_hasher(clip_ids.len() / 2, Default::default());
     let mut names: Vec<&str> = Vec::new();
     let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(clip_ids.len()); // (clip number, class)
     let mut last: Option<(&str, u32)> = None;
@@ -402,12 +405,22 @@ pub fn draw_epoch(weights: &[f64], n: usize, seed: u64, epoch: u32, uniform: boo
         acc += w;
         cumulative.push(acc);
     }
-    (0..n)
-        .map(|_| {
-            let u = rng.random::<f64>() * acc;
-            cumulative.partition_point(|&c| c <= u).min(weights.len() - 1) as u32
-        })
-        .collect()
+    // Each draw is the first clip whose cumulative weight exceeds u * total. Rather than a binary
+    // search per draw (~21 cache misses each at AudioSet scale), the draws are sorted by u and
+    // matched in one merge over the cumulative weights: the same clips, in a fraction of the time.
+    // (u >= 0, so ordering the f64 bit patterns orders the values.)
+    let mut by_u: Vec<(u64, u32)> = (0..n).map(|j| ((rng.random::<f64>() * acc).to_bits(), j as u32)).collect();
+    by_u.sort_unstable();
+    let mut out = vec![0u32; n];
+    let mut k = 0usize;
+    for (bits, j) in by_u {
+        let u = f64::from_bits(bits);
+        while k < cumulative.len() && cumulative[k] <= u {
+            k += 1;
+        }
+        out[j as usize] = k.min(weights.len() - 1) as u32;
+    }
+    out
 }
 
 impl Sampling {
