@@ -17,7 +17,7 @@
 #     under no_grad of all N + E clips (inputs precomputed, untimed);
 #  2. psla: `psla train --root R --config bench/train_b2.toml --epochs EPOCHS --threads T --device cpu`
 #     (OMP_NUM_THREADS=T); its train_metrics table gives each epoch's samples/s (the training loop only,
-#     batches assembled on its worker thread from the features read from Parquet before the loop) and
+#     batches assembled ahead of the step, each clip read from the features Parquet when needed) and
 #     seconds (the epoch with its evaluation on the E eval clips, metrics and checkpoint files); the
 #     process's wall time too (reading the tables, building the model);
 #  3. eval forward in fresh processes, both with psla's last checkpoint (PSLA's key names, so PyTorch loads
