@@ -108,10 +108,11 @@ impl FeatureStore {
             let mut row = 0u32;
             let mut file_uris = Vec::new();
             for batch in batches {
-                let ids = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
-                match uri_column {
-                    Some(_) => file_uris.extend(
-                        arrow::compute::cast(batch.column(1), &DataType::Utf8)?.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()),
+                // (a projection keeps the file's column order: look the columns up by name)
+                let ids = arrow::compute::cast(batch.column_by_name("clip_id").expect("projected"), &DataType::Utf8)?;
+                match batch.column_by_name("audio_uri") {
+                    Some(c) => file_uris.extend(
+                        arrow::compute::cast(c, &DataType::Utf8)?.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()),
                     ),
                     None => file_uris.extend(std::iter::repeat_n(String::new(), batch.num_rows())),
                 }
