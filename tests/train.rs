@@ -594,3 +594,71 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn feature_store_reads_every_clip_of_a_multi_file_table_exactly() {
+    // FeatureStore reads one row at a time through the page index: over a table of several files of
+    // many clips each, read in a shuffled order, every clip's fbank must come back value for value,
+    // and the audio locations with it.
+    use std::sync::Arc;
+    use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
+    use arrow::buffer::OffsetBuffer;
+    use arrow::datatypes::{DataType, Field};
+    use psla::stages::features::{Dtype, features_schema};
+    use psla::table::RunRoot;
+    use psla::train::data::FeatureStore;
+    use rand::Rng;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = RunRoot::open(&dir.path().to_string_lossy()).unwrap();
+    let schema = features_schema(Dtype::F32);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut expected: Vec<(String, String, Vec<f32>)> = Vec::new();
+    let mut writer = root.table_writer("features", schema.clone(), "test").unwrap();
+    for file in 0..3 {
+        for batch in 0..4 {
+            let n = 5 + batch;
+            let mut rows = Vec::new();
+            for k in 0..n {
+                let frames = rng.random_range(1..300usize);
+                let values: Vec<f32> = (0..frames * 128).map(|_| rng.random_range(-15.9f32..10.0)).collect();
+                rows.push((format!("f{file}/b{batch}/clip{k}.wav"), format!("file:///audio/{file}-{batch}-{k}.wav"), values));
+            }
+            let item = Arc::new(Field::new("item", DataType::Float32, false));
+            let flat: Vec<f32> = rows.iter().flat_map(|r| r.2.iter().copied()).collect();
+            let fixed = FixedSizeListArray::new(item, 128, Arc::new(Float32Array::from(flat)), None);
+            let lengths = rows.iter().map(|r| r.2.len() / 128);
+            let row_field = Arc::new(Field::new("item", fixed.data_type().clone(), false));
+            let fbank = ListArray::new(row_field, OffsetBuffer::from_lengths(lengths), Arc::new(fixed), None);
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
+                Arc::new(Int32Array::from(vec![16000; n])),
+                Arc::new(Int32Array::from(vec![1; n])),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| (r.2.len() / 128 * 160 + 240) as i64))),
+                Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| (r.2.len() / 128) as i32))),
+                Arc::new(fbank),
+            ];
+            writer.write(&RecordBatch::try_new(schema.clone(), columns).unwrap()).unwrap();
+            expected.extend(rows);
+        }
+        writer.checkpoint().unwrap(); // one Parquet file per `file`
+    }
+    let staged = writer.finish().unwrap();
+    assert_eq!(staged.entry.files.len(), 3);
+    root.commit(vec![staged], None).unwrap();
+
+    let store = FeatureStore::open(&root, "features").unwrap();
+    assert_eq!(store.len(), expected.len());
+    // in a shuffled order, as an epoch reads them
+    let mut order: Vec<usize> = (0..expected.len()).collect();
+    use rand::seq::SliceRandom;
+    order.shuffle(&mut rng);
+    for i in order {
+        let (id, uri, values) = &expected[i];
+        assert_eq!(&store.fbank(id).unwrap(), values, "{id}");
+        assert_eq!(store.audio_uri(id), Some(uri.as_str()));
+    }
+    let err = store.fbank("no/such/clip.wav").unwrap_err().to_string();
+    assert!(err.contains("no/such/clip.wav") && err.contains("no features"), "{err}");
+}
