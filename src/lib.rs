@@ -9,6 +9,7 @@
 //! - [`model`]: PSLA's EfficientNet + attention model in tch, its safetensors checkpoints.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
 //! - [`malloc`]: glibc malloc tuning (freed memory kept for reuse), applied by the CLI.
+//! - [`parallel`]: an in-order parallel map on scoped threads.
 //! - [`train`]: the PSLA training recipe's parts (schedule, augmentation, data, Adam); the stage is
 //!   [`stages::train`].
 
@@ -17,6 +18,7 @@ pub mod error;
 pub mod malloc;
 pub mod metrics;
 pub mod model;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod sql;

@@ -17,8 +17,8 @@
 //!
 //! Speed: frames are computed [`LANES`] at a time, each step a vector operation over the frames of
 //! the group (see [`super::fft`]): the frames are laid side by side once, then the mean removal,
-//! pre-emphasis, window, FFT, mel weights and log all run on vectors holding one value of each frame. The kernel is compiled twice, for the baseline instruction set
-//! and for AVX2 (chosen at run time, see [`Kernel`]); both do the same IEEE operations in the same
+//! pre-emphasis, window, FFT, mel weights and log all run on vectors holding one value of each
+//! frame. The kernel is compiled twice, for the baseline instruction set and for AVX2 (chosen at run time, see [`Kernel`]); both do the same IEEE operations in the same
 //! order, so they give bit-identical results, which the tests check.
 
 /// Filterbank settings; [`Default`] gives PSLA's.

@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arrow::array::{
@@ -689,7 +688,7 @@ pub fn extract(params: &FeaturesParams, ctx: &StageContext, skip: &HashSet<Strin
             Ok(writer)
         });
         for chunk in jobs.chunks(CLIPS_PER_THREAD_CHUNK * threads) {
-            let results = run_parallel(chunk, threads, |job| {
+            let results = crate::parallel::map_in_order(chunk, threads, |job| {
                 let clip_started = Instant::now();
                 let r = featurise(job, params);
                 pb.inc(1);
@@ -751,32 +750,6 @@ pub fn extract(params: &FeaturesParams, ctx: &StageContext, skip: &HashSet<Strin
 /// 42.0 -> "42.0 s", 5400.0 -> "1.50 h".
 fn duration(seconds: f64) -> String {
     if seconds < 3600.0 { format!("{seconds:.1} s") } else { format!("{:.2} h", seconds / 3600.0) }
-}
-
-/// `f` over `items` on `threads` scoped threads, results in input order.
-fn run_parallel<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    if threads <= 1 || items.len() <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut results: Vec<(usize, R)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads.min(items.len()))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        out.push((i, f(item)));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a features worker panicked")).collect()
-    });
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Used by `psla features`: run [`extract`] in a staging run root beside `out`, then write the

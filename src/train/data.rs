@@ -407,27 +407,10 @@ pub fn spawn_epoch(source: Arc<BatchSource>, order: Vec<usize>, epoch: u32, batc
         .spawn(move || {
             for (index, chunk) in order.chunks(batch_size).enumerate() {
                 let first = (index * batch_size) as u64;
-                let examples: Vec<Result<(Vec<f32>, Vec<f32>)>> = if workers <= 1 || chunk.len() <= 1 {
-                    chunk.iter().enumerate().map(|(k, &clip)| source.train_example(clip, epoch, first + k as u64)).collect()
-                } else {
-                    let per = chunk.len().div_ceil(workers);
-                    std::thread::scope(|s| {
-                        let handles: Vec<_> = chunk
-                            .chunks(per)
-                            .enumerate()
-                            .map(|(w, part)| {
-                                let source = &source;
-                                s.spawn(move || {
-                                    part.iter()
-                                        .enumerate()
-                                        .map(|(k, &clip)| source.train_example(clip, epoch, first + (w * per + k) as u64))
-                                        .collect::<Vec<_>>()
-                                })
-                            })
-                            .collect();
-                        handles.into_iter().flat_map(|h| h.join().expect("a batch worker panicked")).collect()
-                    })
-                };
+                let positions: Vec<(u64, usize)> = chunk.iter().enumerate().map(|(k, &clip)| (first + k as u64, clip)).collect();
+                let examples = crate::parallel::map_in_order(&positions, workers, |&(position, clip)| {
+                    source.train_example(clip, epoch, position)
+                });
                 let mut x = Vec::with_capacity(chunk.len() * source.target_frames * MEL_BINS);
                 let mut y = Vec::with_capacity(chunk.len() * source.clips.classes);
                 let mut result = Ok(());
