@@ -9,11 +9,11 @@
 #  2. `psla label --threshold mean --rules type1,type2` on it: wall time, peak RSS, CPU time, and
 #     the seconds of its steps (its `label steps:` line);
 #  3. DuckDB (from PyPI, in a venv, threads=2) running psla's own sql/label/*.sql on the same files,
-#     in psla's order (bench/label_duckdb.py): checks, needed pairs, the one pass keeping their
-#     scores, thresholds, type1, type2, merge, outputs written: the same job, the same SQL;
-#     then (PSLA_BENCH_DUCKDB_NOCHECKS=1, the default) the same without checks.sql: DuckDB's time for
-#     the enhancement alone, a floor; with PSLA_BENCH_DUCKDB_DIRECT=1 also psla's earlier plan
-#     (thresholds, type1 and type2 each reading the whole score file);
+#     in psla's order (bench/label_duckdb.py): needed pairs, the one pass keeping their scores,
+#     the checks of those scores, thresholds, type1, type2, merge, outputs written: the same job,
+#     the same SQL;
+#     with PSLA_BENCH_FULL_CHECK=1, also both with --check full (checks.sql first: one more pass
+#     over the whole score table);
 #  4. the outputs compared label for label (clip_id, mid, origin, via_mid; thresholds), untimed;
 #  5. a summary table: times, peaks and the ratios psla / DuckDB.
 #  PSLA_BENCH_REPEAT rounds (default 1) of 2 and 3, alternating; the table shows medians.
@@ -31,8 +31,7 @@
 #  PSLA_BENCH_MEM_CAP_MB  RSS cap per timed run
 #  PSLA_BENCH_THREADS     DuckDB threads [2]; psla uses all cores (DataFusion's default), pinned to
 #                         that many cores (taskset) where the machine has more
-#  PSLA_BENCH_DUCKDB_NOCHECKS 0: skip the DuckDB run without checks.sql
-#  PSLA_BENCH_DUCKDB_DIRECT 1: also run psla's earlier four-pass plan in DuckDB
+#  PSLA_BENCH_FULL_CHECK  1: also time psla and DuckDB with --check full
 #  PSLA_BENCH_REPEAT      rounds of the timed runs [1]
 #  PSLA_BENCH_SKIP_PSLA / PSLA_BENCH_SKIP_DUCKDB  1: skip that tool
 #  PSLA_BENCH_KEEP_OUT    1: keep the output Parquet files
@@ -46,7 +45,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --clips) CLIPS=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "usage: bench/label.sh [--clips N] [--seed S]" >&2; exit 2 ;;
   esac
 done
@@ -144,11 +143,16 @@ for i in $(seq 1 "$REPEAT"); do
   fi
   if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then
     duckdb_run "duckdb-$i"
-    if [ "${PSLA_BENCH_DUCKDB_NOCHECKS:-1}" != 0 ]; then duckdb_run "duckdb_nochecks-$i" --no-checks; fi
-    if [ "${PSLA_BENCH_DUCKDB_DIRECT:-0}" = 1 ]; then duckdb_run "duckdb_direct-$i" --plan direct; fi
+  fi
+  if [ "${PSLA_BENCH_FULL_CHECK:-0}" = 1 ]; then
+    if [ "${PSLA_BENCH_SKIP_PSLA:-0}" != 1 ]; then
+      measure "psla_full-$i" "${PIN[@]}" "$PSLA" label --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" \
+        --classes "$CLASSES" --threshold mean --rules type1,type2 --check full --out "$RUN/psla_full.parquet"
+    fi
+    if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then duckdb_run "duckdb_full-$i" --check full; fi
   fi
 done
-for name in duckdb duckdb_nochecks duckdb_direct; do
+for name in duckdb duckdb_full; do
   if [ -f "$RUN/psla.parquet" ] && [ -f "$RUN/$name-1.parquet" ]; then
     log "comparing psla's output with $name's"
     "$PY" "$ROOT/bench/label_compare.py" "$RUN/psla.parquet" "$RUN/$name-1.parquet" > "$RUN/compare-$name.json"

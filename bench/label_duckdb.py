@@ -3,18 +3,17 @@
 by DuckDB on the same Parquet inputs, in the order src/stages/label.rs runs them.
 
     label_duckdb.py --labels L --teacher S --ontology O --classes C --out OUT.parquet
-                    [--threshold mean] [--rules type1,type2] [--threads 2] [--no-checks] [--plan psla|direct]
+                    [--threshold mean] [--rules type1,type2] [--threads 2] [--check needed|full]
 
---plan psla (the default), what psla does:
-  checks.sql         the input checks: a pass over the scores, grouped by clip   (--no-checks skips it)
-  needed_pairs.sql   -> temp table needed_pairs (original labels, their children and ancestors)
-  needed_scores.sql  -> temp table needed_scores: the second and last pass over the scores
+What psla does, in its order:
+  checks.sql         --check full only: a pass over the whole score table, grouped by clip
+  needed_pairs.sql   -> temp table needed_pairs (original labels, each rule's candidates and their via)
+  needed_scores.sql  -> temp table needed_scores: the one pass over the scores (plus checks.sql's)
+  needed_checks.sql  the input checks on the needed pairs' scores (psla's default --check needed)
   thresholds.sql     -> temp table thresholds
   type1.sql, type2.sql -> temp tables added_type1, added_type2
   merge.sql          -> temp table labels_enhanced, written to OUT (zstd Parquet)
   changes.sql        -> OUT.changes.parquet; thresholds -> OUT.thresholds.parquet
---plan direct: psla's earlier plan, for reference: thresholds, type1 and type2 each read the whole
-  Parquet file (three passes, plus the checks' one).
 labels and teacher_scores are views over read_parquet(): nothing is loaded beforehand, as in psla.
 The SQL is psla's text with its ${placeholders} bound as psla binds them; the only dialect change is
 merge.sql's ordered aggregate first_value(x ORDER BY ...) -> DuckDB's first(x ORDER BY ...).
@@ -61,11 +60,9 @@ def main():
     ap.add_argument("--threshold", default="mean", choices=sorted(KINDS))
     ap.add_argument("--rules", default="type1,type2")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-checks", action="store_true", help="skip checks.sql (psla always runs it)")
+    ap.add_argument("--check", default="needed", choices=["needed", "full"],
+                    help="as psla's --check: needed (the default) or full (checks.sql first)")
     ap.add_argument("--temp-dir", default=None)
-    ap.add_argument("--plan", default="psla", choices=["psla", "direct"],
-                    help="psla: as psla runs it (checks, then one pass keeping the needed scores); "
-                         "direct: thresholds, type1 and type2 each read the whole Parquet file")
     args = ap.parse_args()
     rules = set(r.strip() for r in args.rules.split(","))
     t1, t2 = "type1" in rules, "type2" in rules
@@ -100,23 +97,20 @@ def main():
         return out
 
     checks = None
-    if not args.no_checks:
-        checks = step("checks", lambda: con.execute(sql("checks.sql")).fetchone())
-    if args.plan == "psla":
-        step("needed_pairs", lambda: con.execute("CREATE TEMP TABLE needed_pairs AS " + sql(
-            "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
-        step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))
-        steps["kept_scores"] = con.execute("SELECT COUNT(*) FROM needed_scores").fetchone()[0]
-    else:  # the rules read the whole score file
-        con.execute("CREATE VIEW needed_scores AS SELECT * FROM teacher_scores")
+    if args.check == "full":
+        checks = step("full_checks", lambda: con.execute(sql("checks.sql")).fetchone())
+    step("needed_pairs", lambda: con.execute("CREATE TEMP TABLE needed_pairs AS " + sql(
+        "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
+    step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))
+    needed_checks = step("checks", lambda: con.execute(sql("needed_checks.sql")).fetchone())
+    steps["kept_scores"] = needed_checks[3]
+    assert needed_checks[4:7] == (0, 0, 0), f"needed_checks.sql: {needed_checks}"
     kind, pct = KINDS[args.threshold]
     step("thresholds", lambda: con.execute("CREATE TEMP TABLE thresholds AS " + sql(
         "thresholds.sql", kind=kind, percentile=pct, min_support="1", threshold_kind=args.threshold)))
     con.execute("CREATE VIEW label_thresholds AS SELECT * FROM thresholds")
-    step("type1", lambda: con.execute("CREATE TEMP TABLE added_type1 AS " + sql("type1.sql")
-                                      + ("" if t1 else " LIMIT 0")))
-    step("type2", lambda: con.execute("CREATE TEMP TABLE added_type2 AS " + sql("type2.sql")
-                                      + ("" if t2 else " LIMIT 0")))
+    step("type1", lambda: con.execute("CREATE TEMP TABLE added_type1 AS " + sql("type1.sql")))
+    step("type2", lambda: con.execute("CREATE TEMP TABLE added_type2 AS " + sql("type2.sql")))
     merge = sql("merge.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE",
                 threshold_kind=args.threshold).replace("first_value(", "first(")
     step("merge", lambda: con.execute("CREATE TEMP TABLE labels_enhanced AS " + merge))
@@ -140,7 +134,6 @@ def main():
         "total_s": round(time.monotonic() - started, 2),
         "duckdb": duckdb.__version__,
         "threads": args.threads,
-        "plan": args.plan,
     }
     if checks is not None:
         result["checks_row"] = list(checks)

@@ -14,7 +14,9 @@ import statistics
 import sys
 
 RUNS = [("psla", "psla label"), ("duckdb", "DuckDB, psla's SQL (same job)"),
-        ("duckdb_nochecks", "DuckDB, psla's SQL w/o checks"), ("duckdb_direct", "DuckDB, earlier 4-pass plan")]
+        ("psla_full", "psla label --check full"), ("duckdb_full", "DuckDB, psla's SQL, --check full")]
+PAIRS = [("psla", "duckdb"), ("psla_full", "duckdb_full")]  # (psla run, the DuckDB run of the same job)
+NAMES = dict(RUNS)
 
 
 def main():
@@ -78,11 +80,11 @@ def main():
     ps = summary.get("psla")
     if ps:
         print()
-        for k, name in RUNS[1:]:
-            s = summary.get(k)
-            if s and s["ok"]:
-                print(f"psla / {name + ':':<33} time {ps['wall_s'] / s['wall_s']:.2f}x, peak RSS {ps['peak_mb'] / s['peak_mb']:.2f}x,"
-                      f" CPU {ps['cpu_s'] / max(s['cpu_s'], 1e-9):.2f}x")
+        for pk, dk in PAIRS:
+            p, s = summary.get(pk), summary.get(dk)
+            if p and s and p["ok"] and s["ok"]:
+                print(f"{NAMES[pk]} / {NAMES[dk] + ':':<33} time {p['wall_s'] / s['wall_s']:.2f}x, peak RSS {p['peak_mb'] / s['peak_mb']:.2f}x,"
+                      f" CPU {p['cpu_s'] / max(s['cpu_s'], 1e-9):.2f}x")
         log = res["psla"][-1]["log_tail"]
         m = re.search(r"^label: .*$", log, re.M)
         st = re.search(r"^label steps: .*$", log, re.M)
@@ -90,7 +92,7 @@ def main():
         if st:
             print("psla " + st.group(0))
     for k, name in RUNS[1:]:
-        if k in res:
+        if k in res and k.startswith("duckdb"):
             j = last_json(res[k][-1]["log_tail"])
             if j:
                 print(f"{name}: {j['original']:,} original + type1 {j['added_type1']:,}, type2 {j['added_type2']:,}"

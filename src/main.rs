@@ -9,7 +9,7 @@ use psla::error::{Error, Result};
 use psla::pipeline::{self, PipelineSpec, RunOptions};
 use psla::stages::features::{Dtype, FeaturesParams};
 use psla::stages::ingest::IngestParams;
-use psla::stages::label::{LabelParams, ThresholdKind};
+use psla::stages::label::{LabelParams, TeacherCheck, ThresholdKind};
 use psla::table::{RunRoot, TableData};
 use arrow::array::RecordBatch;
 
@@ -183,6 +183,10 @@ enum Command {
         /// Classes with fewer labeled clips get no threshold and no additions (1 = PSLA).
         #[arg(long, default_value_t = 1, value_name = "N")]
         min_support: u64,
+        /// Which teacher scores to check first: those the rules read (needed, no extra pass), or
+        /// every labeled clip x every class (full, one more pass over the teacher's table).
+        #[arg(long, value_enum, default_value_t = TeacherCheck::Needed)]
+        check: TeacherCheck,
         /// The enhanced labels to write.
         #[arg(long, value_name = "FILE.parquet")]
         out: PathBuf,
@@ -586,9 +590,9 @@ fn run(cli: Cli) -> Result<()> {
             let line = psla::stages::features::run_to_files(&params, &out, &rejects, stats.as_deref(), progress)?;
             writeln!(err, "{line}")?;
         }
-        Command::Label { labels, teacher, ontology, classes, threshold, rules, min_support, out } => {
+        Command::Label { labels, teacher, ontology, classes, threshold, rules, min_support, check, out } => {
             let started = std::time::Instant::now();
-            let params = LabelParams { threshold, rules, min_support, splits: None };
+            let params = LabelParams { threshold, rules, min_support, splits: None, check };
             params.rules().map_err(Error::invalid)?;
             let mut session = psla::sql::Session::empty();
             session.register_parquet("labels", &labels)?;

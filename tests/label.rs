@@ -95,7 +95,7 @@ fn all_15_threshold_kinds_and_rule_sets_equal_psla_label_for_label_and_threshold
     for (kind, ref_kind) in KINDS {
         // With both rules on, the origin column says which rule added each label, so the type1 and
         // type2 sets follow from the same run; the type1-only run is checked on its own below.
-        let params = LabelParams { threshold: kind, rules: "type1,type2".into(), min_support: 1, splits: None };
+        let params = LabelParams { threshold: kind, rules: "type1,type2".into(), min_support: 1, splits: None, check: Default::default() };
         let result = enhance(&mut s, &params).unwrap();
         let all = rows(&result.enhanced);
         let set = |keep: &dyn Fn(&str) -> bool| -> Pairs {
@@ -174,6 +174,21 @@ fn parent_links() -> HashMap<String, Vec<String>> {
     out
 }
 
+/// Fewest links from `mid` up to `ancestor`, if it is one.
+fn depth(mid: &str, ancestor: &str, links: &HashMap<String, Vec<String>>) -> Option<usize> {
+    let (mut level, mut seen, mut d) = (vec![mid.to_string()], HashSet::new(), 0);
+    while !level.is_empty() {
+        d += 1;
+        let next: Vec<String> =
+            level.iter().flat_map(|m| links.get(m).into_iter().flatten()).filter(|p| seen.insert((*p).clone())).cloned().collect();
+        if next.iter().any(|p| p == ancestor) {
+            return Some(d);
+        }
+        level = next;
+    }
+    None
+}
+
 fn ancestors(mid: &str, links: &HashMap<String, Vec<String>>) -> HashSet<String> {
     let mut out = HashSet::new();
     let mut stack = vec![mid.to_string()];
@@ -190,20 +205,31 @@ fn ancestors(mid: &str, links: &HashMap<String, Vec<String>>) -> HashSet<String>
 #[test]
 fn every_added_label_names_an_original_label_it_follows_from() {
     let mut s = session();
-    let params = LabelParams { threshold: ThresholdKind::P10, rules: "type1,type2".into(), min_support: 1, splits: None };
+    let params = LabelParams { threshold: ThresholdKind::P10, rules: "type1,type2".into(), min_support: 1, splits: None, check: Default::default() };
     let result = enhance(&mut s, &params).unwrap();
     let all = rows(&result.enhanced);
     let original: HashSet<(String, String)> =
         all.iter().filter(|r| r.2 == "original").map(|r| (r.0.clone(), r.1.clone())).collect();
+    let mut labels_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (clip, mid) in &original {
+        labels_of.entry(clip.as_str()).or_default().push(mid.as_str());
+    }
     let links = parent_links();
     let mut checked = 0;
     for (clip, mid, origin, via) in all.iter().filter(|r| r.2 != "original") {
         let via = via.as_ref().unwrap_or_else(|| panic!("{clip} {mid}: no via_mid"));
         assert!(original.contains(&(clip.clone(), via.clone())), "{clip} {mid}: via {via} is not an original label");
+        let labels = &labels_of[clip.as_str()];
         if origin.starts_with("type1") {
             assert!(links.get(mid).is_some_and(|p| p.contains(via)), "{clip} {mid}: {via} is not its (non-abstract) parent");
+            // the documented choice among several parents: the smallest mid
+            let first = labels.iter().filter(|l| links.get(mid).is_some_and(|p| p.iter().any(|p| p == *l))).min();
+            assert_eq!(first, Some(&via.as_str()), "{clip} {mid}: via is not the smallest original parent");
         } else {
             assert!(ancestors(via, &links).contains(mid), "{clip} {mid}: not an ancestor of {via}");
+            // the documented choice: the nearest original descendant, ties to the smallest mid
+            let nearest = labels.iter().filter_map(|l| depth(l, mid, &links).map(|d| (d, *l))).min().map(|(_, l)| l);
+            assert_eq!(nearest, Some(via.as_str()), "{clip} {mid}: via is not the nearest original descendant");
         }
         checked += 1;
     }
@@ -283,42 +309,80 @@ fn missing_duplicate_and_invalid_teacher_scores_are_errors_with_counts_and_examp
     write_pairs(&l, &labels, None);
     let t = dir.path().join("teacher.parquet");
     let out = dir.path().join("out.parquet");
+    let full = |c: &mut std::process::Command| -> String { run_err(c.args(["--check", "full"])) };
 
-    // Good input first: runs, and classes without labels are named in the summary.
+    // Good input first: runs, in both check modes, and classes without labels are named in the summary.
     write_pairs(&t, &pairs, Some(&scores));
     let ok = stderr(&run_ok(&mut label_cmd(&l, &t, &out)));
     assert!(ok.contains("classes have no threshold"), "{ok}");
+    run_ok(label_cmd(&l, &t, &out).args(["--check", "full"]));
 
-    // Two scores missing for one clip.
-    write_pairs(&t, &pairs[2..], Some(&scores[2..]));
+    // The scores the rules read (needed) and the others, by position in `pairs`.
+    let labeled: HashSet<(String, String)> = labels.iter().cloned().collect();
+    let needed = |i: usize| labeled.contains(&pairs[i]);
+    let a = (0..pairs.len()).find(|&i| needed(i)).unwrap();
+    let b = (a + 1..pairs.len()).find(|&i| needed(i)).unwrap();
+    // a score of clip a no rule reads: not a label, nor a child or an ancestor of one
+    let links = parent_links();
+    let clip_labels: Vec<&String> = labels.iter().filter(|l| l.0 == pairs[a].0).map(|l| &l.1).collect();
+    let read = |mid: &String| {
+        clip_labels.contains(&mid)
+            || links.get(mid).is_some_and(|ps| ps.iter().any(|p| clip_labels.contains(&p)))
+            || clip_labels.iter().any(|l| ancestors(l, &links).contains(mid))
+    };
+    let unread = (0..pairs.len()).find(|&i| pairs[i].0 == pairs[a].0 && !read(&pairs[i].1)).unwrap();
+
+    // A needed score missing: refused by default, with the pair named; the full check names the clip's problem.
+    let keep: Vec<usize> = (0..pairs.len()).filter(|&i| i != a).collect();
+    write_pairs(&t, &keep.iter().map(|&i| pairs[i].clone()).collect::<Vec<_>>(), Some(&keep.iter().map(|&i| scores[i]).collect::<Vec<_>>()));
     let err = run_err(&mut label_cmd(&l, &t, &out));
+    assert!(err.contains("1 of the ") && err.contains(" (clip, class) pairs the rules read have no teacher score"), "{err}");
+    assert!(err.contains(&format!("missing: clip {} class {}", pairs[a].0, pairs[a].1)), "{err}");
+    let err = full(&mut label_cmd(&l, &t, &out));
     assert!(err.contains("1 labeled clips are not scored exactly once"), "{err}");
-    assert!(err.contains(&format!("missing: clip {} class {}", pairs[0].0, pairs[0].1)), "{err}");
-    assert!(!out.with_extension("parquet").exists() || ok.len() > 0);
+    assert!(err.contains(&format!("missing: clip {} class {}", pairs[a].0, pairs[a].1)), "{err}");
 
-    // A whole clip without scores, and a duplicated row.
+    // A score no rule reads missing: the default check lets it be (it cannot change the result),
+    // the full check refuses it.
+    let keep: Vec<usize> = (0..pairs.len()).filter(|&i| i != unread).collect();
+    write_pairs(&t, &keep.iter().map(|&i| pairs[i].clone()).collect::<Vec<_>>(), Some(&keep.iter().map(|&i| scores[i]).collect::<Vec<_>>()));
+    run_ok(&mut label_cmd(&l, &t, &out));
+    let err = full(&mut label_cmd(&l, &t, &out));
+    assert!(err.contains(&format!("missing: clip {} class {}", pairs[unread].0, pairs[unread].1)), "{err}");
+
+    // A whole clip without scores, and a duplicated needed row.
     let first_clip = &pairs[0].0;
-    let keep: Vec<usize> = (0..pairs.len()).filter(|&i| &pairs[i].0 != first_clip).chain([600]).collect();
+    let dup = (0..pairs.len()).find(|&i| needed(i) && &pairs[i].0 != first_clip).unwrap();
+    let keep: Vec<usize> = (0..pairs.len()).filter(|&i| &pairs[i].0 != first_clip).chain([dup]).collect();
     let p: Vec<_> = keep.iter().map(|&i| pairs[i].clone()).collect();
     let s: Vec<_> = keep.iter().map(|&i| scores[i]).collect();
     write_pairs(&t, &p, Some(&s));
     let err = run_err(&mut label_cmd(&l, &t, &out));
+    assert!(err.contains("1 more teacher rows than pairs"), "{err}");
+    assert!(err.contains(&format!("duplicate: clip {} class {}", pairs[dup].0, pairs[dup].1)), "{err}");
+    assert!(err.contains(&format!("missing: clip {first_clip} class ")), "{err}");
+    let err = full(&mut label_cmd(&l, &t, &out));
     assert!(err.contains("1 of the 50 labeled clips have no teacher score at all"), "{err}");
-    assert!(err.contains(&format!("duplicate: clip {} class {}", pairs[600].0, pairs[600].1)), "{err}");
+    assert!(err.contains(&format!("duplicate: clip {} class {}", pairs[dup].0, pairs[dup].1)), "{err}");
 
-    // NaN and out-of-range scores.
+    // NaN and out-of-range scores the rules read; and one they do not read.
     let mut bad = scores.clone();
-    bad[10] = f32::NAN;
-    bad[20] = 1.5;
+    bad[a] = f32::NAN;
+    bad[b] = 1.5;
+    bad[unread] = -0.5;
     write_pairs(&t, &pairs, Some(&bad));
     let err = run_err(&mut label_cmd(&l, &t, &out));
-    assert!(err.contains("2 teacher scores are null, NaN or outside [0, 1]"), "{err}");
-    assert!(err.contains(&format!("invalid: clip {} class {}", pairs[10].0, pairs[10].1)), "{err}");
+    assert!(err.contains("2 teacher scores the rules read are null, NaN or outside [0, 1]"), "{err}");
+    assert!(err.contains(&format!("invalid: clip {} class {}", pairs[a].0, pairs[a].1)), "{err}");
+    let err = full(&mut label_cmd(&l, &t, &out));
+    assert!(err.contains("3 teacher scores are null, NaN or outside [0, 1]"), "{err}");
 
     // Empty labels.
     write_pairs(&l, &[], None);
     write_pairs(&t, &pairs, Some(&scores));
     let err = run_err(&mut label_cmd(&l, &t, &out));
+    assert!(err.contains("labels table is empty"), "{err}");
+    let err = full(&mut label_cmd(&l, &t, &out));
     assert!(err.contains("labels table is empty"), "{err}");
 }
 
@@ -334,7 +398,7 @@ fn bad_parameters_are_refused_before_any_work() {
 #[test]
 fn min_support_leaves_rare_classes_without_a_threshold() {
     let mut s = session();
-    let params = LabelParams { threshold: ThresholdKind::Mean, rules: "type1,type2".into(), min_support: 100, splits: None };
+    let params = LabelParams { threshold: ThresholdKind::Mean, rules: "type1,type2".into(), min_support: 100, splits: None, check: Default::default() };
     let result = enhance(&mut s, &params).unwrap();
     let support: Vec<i64> = result
         .thresholds
@@ -346,3 +410,22 @@ fn min_support_leaves_rare_classes_without_a_threshold() {
     assert!(support.len() < 527);
     assert!(result.summary(&params).contains(&format!("{} classes have no threshold", 527 - support.len())));
 }
+
+/// needed_pairs.sql's provenance on one clip labeled Waves, surf (/m/034srq) and Ocean (/m/05kq4):
+/// Water (/m/0838f) is Ocean's parent and Waves' grandparent, so Type II's via is Ocean, the
+/// nearest, although Waves has the smaller mid.
+#[test]
+fn type2_names_the_nearest_original_descendant() {
+    let mut s = session();
+    let labels = s.query_read_only("SELECT * FROM (VALUES ('c', '/m/019jd'), ('c', '/m/034srq'), ('c', '/m/03m9d0z'), ('c', '/m/05kq4'), ('c', '/m/0hsrw'), ('c', '/t/dd00092')) AS t(clip_id, mid)").unwrap();
+    s.register_batches("labels", &labels).unwrap();
+    let sql = psla::stages::label::bind(
+        psla::stages::label::sql::NEEDED_PAIRS,
+        &[("enable_type1", "TRUE"), ("enable_type2", "TRUE")],
+    )
+    .unwrap();
+    s.register_batches("needed_pairs", &s.query_read_only(&sql).unwrap()).unwrap();
+    let row = s.query_read_only("SELECT type2_via FROM needed_pairs WHERE mid = '/m/0838f'").unwrap();
+    assert_eq!(strings(&row.batches[0], "type2_via"), vec![Some("/m/05kq4".to_string())]);
+}
+

@@ -8,8 +8,8 @@
 --
 -- Inputs:
 --   labels       (clip_id Utf8, mid Utf8)   original labels
---   added_type1  output of type1.sql (clip_id, mid, rule, via_mid, score, threshold)
---   added_type2  output of type2.sql (same columns)
+--   added_type1  output of type1.sql (clip_id, mid, rule, via_mid, score, threshold): no original label
+--   added_type2  output of type2.sql (same columns): no original label
 --   Both added_* tables must be registered even when their rule is disabled
 --   (an empty table with the same columns will do); a disabled rule's rows are ignored.
 -- Placeholders (substituted as text):
@@ -41,10 +41,7 @@ added_per_label AS (
            first_value(a.via_mid ORDER BY a.by_type1 DESC) AS via_mid,
            MIN(a.score) AS score,          -- the same (clip, class) score for both rules
            MIN(a.threshold) AS threshold   -- the same class threshold for both rules
-    FROM added AS a
-    WHERE NOT EXISTS (   -- defensive: the rules never add an original label
-        SELECT 1 FROM original AS o WHERE o.clip_id = a.clip_id AND o.mid = a.mid
-    )
+    FROM added AS a      -- never an original label: needed_pairs.sql leaves those no via
     GROUP BY a.clip_id, a.mid
 )
 SELECT clip_id, mid, origin, via_mid, score, threshold, threshold_kind

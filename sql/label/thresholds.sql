@@ -19,9 +19,9 @@
 -- no row, so no threshold, so the rules never add it.
 --
 -- Inputs:
---   labels          (clip_id Utf8, mid Utf8)                 original positive labels
---   needed_scores   (clip_id Utf8, mid Utf8, score Float32)  the teacher's scores: the stage passes those of
---                   the pairs needed_pairs.sql lists (needed_scores.sql); the whole teacher table gives the same result
+--   needed_scores   the output of needed_scores.sql (clip_id, mid, is_original, ..., score Float32):
+--                   the teacher's scores of the needed pairs; its is_original rows are the distinct
+--                   original labels of vocabulary classes
 -- Placeholders (substituted as text):
 --   ${kind}         mean | median | percentile  (sits inside a string literal: substitute the bare word)
 --   ${percentile}   numeric literal p, 0 <= p <= 100, as in np.percentile(x, p): 25, 10, 5, ...
@@ -32,10 +32,9 @@
 -- Output: mid Utf8, kind Utf8, threshold Float64, support Int64 (labeled clips of the class), ordered by mid.
 WITH labeled AS (
     -- one row per distinct original (clip, class) label, with the teacher's score
-    SELECT l.mid, CAST(s.score AS DOUBLE) AS x
-    FROM (SELECT DISTINCT clip_id, mid FROM labels) AS l
-    JOIN needed_scores AS s
-      ON s.clip_id = l.clip_id AND s.mid = l.mid
+    SELECT mid, CAST(score AS DOUBLE) AS x
+    FROM needed_scores
+    WHERE is_original
 ),
 per_class AS (
     SELECT mid, COUNT(*) AS n, SUM(x) AS total

@@ -8,21 +8,23 @@
 //!
 //! | step | file | result |
 //! |---|---|---|
-//! | input checks | `checks.sql`, `check_examples.sql` | refuse missing, duplicate or invalid scores |
-//! | needed pairs | `needed_pairs.sql` | the (clip, class) pairs whose score a rule can read |
+//! | needed pairs | `needed_pairs.sql` | the (clip, class) pairs whose score a rule can read: original labels, and each rule's candidates with the original label that makes them one |
 //! | needed scores | `needed_scores.sql` | their scores: the one pass of the rules over the teacher's table |
+//! | input checks | `needed_checks.sql`, `needed_check_examples.sql` | refuse missing, duplicate or invalid scores of the needed pairs |
 //! | thresholds | `thresholds.sql` | `label_thresholds` |
-//! | Type I | `type1.sql` | added children, with the parent that caused each |
-//! | Type II | `type2.sql` | added ancestors, with the descendant that caused each |
+//! | Type I | `type1.sql` | the Type I candidates above their class threshold: added children, with the parent that caused each |
+//! | Type II | `type2.sql` | the same for Type II: added ancestors, with the descendant that caused each |
 //! | merge | `merge.sql` | `labels_enhanced`: the full label set with provenance |
 //! | summary | `changes.sql` | `label_changes`: per class, what each rule added |
 //!
 //! The result equals the output of PSLA's own scripts label for label (tests/label.rs).
 //!
-//! The teacher's table is read twice, whatever its size (AudioSet: 1.076 billion scores): once by
-//! the checks (grouped by clip), once by `needed_scores.sql`, which keeps the ~2% of the scores
-//! the rules can read; thresholds, Type I and Type II then run on those. Memory grows with the
-//! clips and the needed pairs, not with the scores.
+//! The teacher's table is read once, whatever its size (AudioSet: 1.076 billion scores), by
+//! `needed_scores.sql`, which keeps the ~2% of the scores the rules can read; the checks,
+//! thresholds, Type I and Type II then run on those. Memory grows with the clips and the needed
+//! pairs, not with the scores. `check = "full"` (`--check full`) adds `checks.sql` and
+//! `check_examples.sql` first: a pass over the whole table that checks every labeled clip is
+//! scored once for every class, whether the rules read the score or not.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,8 @@ pub const KIND: StageKind = StageKind {
 pub mod sql {
     pub const CHECKS: &str = include_str!("../../sql/label/checks.sql");
     pub const CHECK_EXAMPLES: &str = include_str!("../../sql/label/check_examples.sql");
+    pub const NEEDED_CHECKS: &str = include_str!("../../sql/label/needed_checks.sql");
+    pub const NEEDED_CHECK_EXAMPLES: &str = include_str!("../../sql/label/needed_check_examples.sql");
     pub const NEEDED_PAIRS: &str = include_str!("../../sql/label/needed_pairs.sql");
     pub const NEEDED_SCORES: &str = include_str!("../../sql/label/needed_scores.sql");
     pub const THRESHOLDS: &str = include_str!("../../sql/label/thresholds.sql");
@@ -93,6 +97,19 @@ impl ThresholdKind {
     }
 }
 
+/// Which teacher scores the label stage checks before it uses them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherCheck {
+    /// The scores the rules read (original labels and the rules' candidates): each present once,
+    /// in [0, 1]. No extra pass over the teacher's table.
+    #[default]
+    Needed,
+    /// Every labeled clip scored once for every vocabulary class, in [0, 1]: one more pass over
+    /// the whole table.
+    Full,
+}
+
 /// Parameters of `label` (the `[stage.<id>]` keys and `psla label` flags).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +125,9 @@ pub struct LabelParams {
     /// `["balanced_train"]`: PSLA never touches evaluation labels. Absent: every label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splits: Option<Vec<String>>,
+    /// Which teacher scores to check before using them: `needed` (the default) or `full`.
+    #[serde(default)]
+    pub check: TeacherCheck,
 }
 
 fn default_rules() -> String {
@@ -197,16 +217,12 @@ impl Stage for LabelParams {
     }
 }
 
-/// The counts of checks.sql.
+/// The counts of the input checks that describe the labels (both check modes report them).
 #[derive(Debug, Clone, Default)]
 pub struct Checks {
     pub labeled_clips: u64,
     pub original_labels: u64,
     pub vocabulary: u64,
-    pub scores: u64,
-    pub clips_without_scores: u64,
-    pub clips_with_wrong_scores: u64,
-    pub invalid_scores: u64,
     pub labels_outside_vocabulary: u64,
     pub classes_without_labels: u64,
 }
@@ -219,8 +235,8 @@ pub struct Enhanced {
     pub checks: Checks,
     pub added_type1: u64,
     pub added_type2: u64,
-    /// Wall seconds of each step, in order: checks, needed pairs, needed scores, thresholds,
-    /// rules (type1 and type2), merge (with changes).
+    /// Wall seconds of each step, in order: full checks (`check = "full"` only), needed pairs,
+    /// needed scores, checks, thresholds, rules (type1 and type2), merge (with changes).
     pub steps: Vec<(&'static str, f64)>,
 }
 
@@ -290,8 +306,10 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
         steps.push((name, clock.elapsed().as_secs_f64()));
         clock = std::time::Instant::now();
     };
-    let checks = check_inputs(session)?;
-    lap("checks");
+    if params.check == TeacherCheck::Full {
+        check_all_scores(session)?;
+        lap("full checks");
+    }
     let flag = |b: bool| if b { "TRUE" } else { "FALSE" };
 
     // The one pass of the rules over the teacher's scores: keep the pairs they can read.
@@ -304,6 +322,8 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     let kept = query_needed_scores(session)?;
     session.register_batches("needed_scores", &kept)?;
     lap("needed scores");
+    let checks = check_needed_scores(session)?;
+    lap("checks");
 
     let (kind, percentile) = params.threshold.sql_binding();
     let min_support = params.min_support.to_string();
@@ -315,19 +335,9 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     session.register_batches("label_thresholds", &thresholds)?;
     lap("thresholds");
 
-    // A disabled rule is not computed: an empty table with the other rule's columns stands in.
-    let (added1, added2) = match (type1, type2) {
-        (true, true) => (session.query_read_only(sql::TYPE1)?, session.query_read_only(sql::TYPE2)?),
-        (true, false) => {
-            let a = session.query_read_only(sql::TYPE1)?;
-            let empty = TableData { schema: a.schema.clone(), batches: vec![] };
-            (a, empty)
-        }
-        _ => {
-            let b = session.query_read_only(sql::TYPE2)?;
-            (TableData { schema: b.schema.clone(), batches: vec![] }, b)
-        }
-    };
+    // A disabled rule has no candidates in needed_pairs, so its query returns no row.
+    let added1 = session.query_read_only(sql::TYPE1)?;
+    let added2 = session.query_read_only(sql::TYPE2)?;
     session.register_batches("added_type1", &added1)?;
     session.register_batches("added_type2", &added2)?;
     lap("rules");
@@ -343,8 +353,8 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
         enhanced,
         changes,
         checks,
-        added_type1: if type1 { added1.num_rows() as u64 } else { 0 },
-        added_type2: if type2 { added2.num_rows() as u64 } else { 0 },
+        added_type1: added1.num_rows() as u64,
+        added_type2: added2.num_rows() as u64,
         steps,
     })
 }
@@ -374,53 +384,59 @@ fn query_needed_scores(session: &Session) -> Result<TableData> {
     result
 }
 
-/// Run checks.sql; an error for missing, duplicate or invalid teacher scores, with examples.
-fn check_inputs(session: &Session) -> Result<Checks> {
-    let row = session.query_read_only(sql::CHECKS)?;
-    let get = |name: &str| -> Result<u64> {
+/// One row of counts (`Int64` columns) from `sql`, read by name.
+fn counts(session: &Session, sql: &str, file: &str) -> Result<impl Fn(&str) -> Result<u64>> {
+    let row = session.query_read_only(sql)?;
+    let b = row.batches.into_iter().find(|b| b.num_rows() > 0).ok_or_else(|| Error::Sql(format!("{file} returned no row")))?;
+    let file = file.to_string();
+    Ok(move |name: &str| -> Result<u64> {
         use arrow::array::AsArray;
-        let b = row.batches.first().ok_or_else(|| Error::Sql("checks.sql returned no row".into()))?;
-        let col = b.column_by_name(name).ok_or_else(|| Error::Sql(format!("checks.sql has no column {name}")))?;
+        let col = b.column_by_name(name).ok_or_else(|| Error::Sql(format!("{file} has no column {name}")))?;
         let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Int64)?;
         Ok(col.as_primitive::<arrow::datatypes::Int64Type>().value(0) as u64)
-    };
+    })
+}
+
+/// Run needed_checks.sql; an error for missing, duplicate or invalid scores of the needed pairs,
+/// with examples (needed_check_examples.sql).
+fn check_needed_scores(session: &Session) -> Result<Checks> {
+    let get = counts(session, sql::NEEDED_CHECKS, "needed_checks.sql")?;
     let c = Checks {
         labeled_clips: get("labeled_clips")?,
         original_labels: get("original_labels")?,
         vocabulary: get("vocabulary")?,
-        scores: get("scores")?,
-        clips_without_scores: get("clips_without_scores")?,
-        clips_with_wrong_scores: get("clips_with_wrong_scores")?,
-        invalid_scores: get("invalid_scores")?,
         labels_outside_vocabulary: get("labels_outside_vocabulary")?,
         classes_without_labels: get("classes_without_labels")?,
     };
     if c.labeled_clips == 0 {
         return Err(Error::invalid("the labels table is empty: there is nothing to enhance"));
     }
+    let (pairs, missing, duplicate, invalid) =
+        (get("needed_pairs")?, get("missing_scores")?, get("duplicate_scores")?, get("invalid_scores")?);
     let mut problems = Vec::new();
-    if c.clips_without_scores > 0 {
+    if missing > 0 {
         problems.push(format!(
-            "{} of the {} labeled clips have no teacher score at all",
-            group(c.clips_without_scores),
-            group(c.labeled_clips)
+            "{} of the {} (clip, class) pairs the rules read have no teacher score",
+            group(missing),
+            group(pairs)
         ));
     }
-    if c.clips_with_wrong_scores > 0 {
-        problems.push(format!(
-            "{} labeled clips are not scored exactly once for each of the {} vocabulary classes (classes missing or \
-             duplicated)",
-            group(c.clips_with_wrong_scores),
-            group(c.vocabulary)
-        ));
+    if duplicate > 0 {
+        problems.push(format!("{} more teacher rows than pairs: some pairs are scored more than once", group(duplicate)));
     }
-    if c.invalid_scores > 0 {
-        problems.push(format!("{} teacher scores are null, NaN or outside [0, 1]", group(c.invalid_scores)));
+    if invalid > 0 {
+        problems.push(format!("{} teacher scores the rules read are null, NaN or outside [0, 1]", group(invalid)));
     }
     if problems.is_empty() {
         return Ok(c);
     }
-    let examples = session.query_read_only(sql::CHECK_EXAMPLES)?;
+    Err(refusal(session, &problems, sql::NEEDED_CHECK_EXAMPLES)?)
+}
+
+/// The error for unusable teacher scores: the problems, and examples from `examples_sql`
+/// (rows of problem, clip_id, mid).
+fn refusal(session: &Session, problems: &[String], examples_sql: &str) -> Result<Error> {
+    let examples = session.query_read_only(examples_sql)?;
     let mut lines = Vec::new();
     for b in &examples.batches {
         use arrow::array::AsArray;
@@ -431,10 +447,42 @@ fn check_inputs(session: &Session) -> Result<Checks> {
             lines.push(format!("  {}: clip {} class {}", p.value(i), id.value(i), mid.value(i)));
         }
     }
-    Err(Error::invalid(format!(
+    Ok(Error::invalid(format!(
         "the teacher's scores cannot be used: {}. Examples:\n{}\nScore every labeled clip for every vocabulary class once, \
          with probabilities in [0, 1].",
         problems.join("; "),
         lines.join("\n")
     )))
+}
+
+/// `check = "full"`: run checks.sql, one pass over the whole teacher table; an error for
+/// missing, duplicate or invalid scores of any labeled clip, with examples (check_examples.sql).
+fn check_all_scores(session: &Session) -> Result<()> {
+    let get = counts(session, sql::CHECKS, "checks.sql")?;
+    let labeled_clips = get("labeled_clips")?;
+    if labeled_clips == 0 {
+        return Err(Error::invalid("the labels table is empty: there is nothing to enhance"));
+    }
+    let mut problems = Vec::new();
+    let without = get("clips_without_scores")?;
+    if without > 0 {
+        problems.push(format!("{} of the {} labeled clips have no teacher score at all", group(without), group(labeled_clips)));
+    }
+    let wrong = get("clips_with_wrong_scores")?;
+    if wrong > 0 {
+        problems.push(format!(
+            "{} labeled clips are not scored exactly once for each of the {} vocabulary classes (classes missing or \
+             duplicated)",
+            group(wrong),
+            group(get("vocabulary")?)
+        ));
+    }
+    let invalid = get("invalid_scores")?;
+    if invalid > 0 {
+        problems.push(format!("{} teacher scores are null, NaN or outside [0, 1]", group(invalid)));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(session, &problems, sql::CHECK_EXAMPLES)?)
 }
