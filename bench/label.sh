@@ -152,10 +152,11 @@ for i in $(seq 1 "$REPEAT"); do
     if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then duckdb_run "duckdb_full-$i" --check full; fi
   fi
 done
-for name in duckdb duckdb_full; do
-  if [ -f "$RUN/psla.parquet" ] && [ -f "$RUN/$name-1.parquet" ]; then
-    log "comparing psla's output with $name's"
-    "$PY" "$ROOT/bench/label_compare.py" "$RUN/psla.parquet" "$RUN/$name-1.parquet" > "$RUN/compare-$name.json"
+for pair in psla:duckdb psla_full:duckdb_full; do
+  ours=${pair%%:*} name=${pair##*:}
+  if [ -f "$RUN/$ours.parquet" ] && [ -f "$RUN/$name-1.parquet" ]; then
+    log "comparing $ours's output with $name's"
+    "$PY" "$ROOT/bench/label_compare.py" "$RUN/$ours.parquet" "$RUN/$name-1.parquet" > "$RUN/compare-$name.json"
   fi
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

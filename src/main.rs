@@ -156,7 +156,9 @@ enum Command {
                       The result equals PSLA's own scripts label for label.\n\n\
                       Writes OUT (every label with origin, via_mid, score, threshold), OUT.thresholds.parquet \
                       and OUT.changes.parquet (per class: what each rule added). Missing, duplicate or invalid \
-                      teacher scores are an error with examples; nothing is guessed.",
+                      teacher scores are an error with examples; nothing is guessed. The teacher's table is \
+                      read once: the scores the rules read are kept and checked (--check full also checks \
+                      every other score first, in one more pass).",
         after_help = "Example:\n  psla label --labels labels.parquet --teacher scores.parquet \\\n    \
                       --ontology ontology.json --classes class_labels_indices.csv \\\n    \
                       --threshold p25 --rules type1,type2 --out enhanced.parquet"
@@ -165,7 +167,8 @@ enum Command {
         /// Original labels: Parquet with columns clip_id, mid.
         #[arg(long, value_name = "FILE.parquet")]
         labels: PathBuf,
-        /// Teacher scores: Parquet with columns clip_id, mid, score (every labeled clip x every class).
+        /// Teacher scores: Parquet with columns clip_id, mid, score (at least every pair the rules read;
+        /// every labeled clip x every class with --check full).
         #[arg(long, value_name = "FILE.parquet")]
         teacher: PathBuf,
         /// AudioSet's ontology.json.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use psla::sql::Session;
-use psla::stages::label::{LabelParams, ThresholdKind, enhance};
+use psla::stages::label::{LabelParams, TeacherCheck, ThresholdKind, enhance};
 
 use crate::common::*;
 
@@ -94,7 +94,7 @@ fn all_15_threshold_kinds_and_rule_sets_equal_psla_label_for_label_and_threshold
     let mut s = session();
     for (kind, ref_kind) in KINDS {
         // With both rules on, the origin column says which rule added each label, so the type1 and
-        // type2 sets follow from the same run; the type1-only run is checked on its own below.
+        // type2 sets follow from the same run; the one-rule runs are checked on their own after it.
         let params = LabelParams { threshold: kind, rules: "type1,type2".into(), min_support: 1, splits: None, check: Default::default() };
         let result = enhance(&mut s, &params).unwrap();
         let all = rows(&result.enhanced);
@@ -125,7 +125,23 @@ fn all_15_threshold_kinds_and_rule_sets_equal_psla_label_for_label_and_threshold
             }
         }
         assert_eq!(n, 527, "{ref_kind}: a threshold for every class");
+        // Each rule alone: its own set, and nothing from the other rule.
+        for rule in ["type1", "type2"] {
+            let params = LabelParams { threshold: kind, rules: rule.into(), min_support: 1, splits: None, check: Default::default() };
+            let result = enhance(&mut s, &params).unwrap();
+            let ours: Pairs = rows(&result.enhanced).into_iter().map(|r| (r.0, r.1)).collect();
+            assert!(ours == expected[&(ref_kind.to_string(), rule.to_string())], "{ref_kind} {rule} alone");
+            let other = if rule == "type1" { result.added_type2 } else { result.added_type1 };
+            assert_eq!(other, 0, "{ref_kind} {rule} alone: the other rule added labels");
+        }
     }
+    // The full check (a pass over every score) changes nothing in the result.
+    let params = LabelParams { threshold: ThresholdKind::Mean, rules: "type1,type2".into(), min_support: 1, splits: None, check: TeacherCheck::Full };
+    let full = rows(&enhance(&mut s, &params).unwrap().enhanced);
+    let params = LabelParams { check: TeacherCheck::Needed, ..params };
+    let needed = rows(&enhance(&mut s, &params).unwrap().enhanced);
+    let diff: Vec<_> = full.iter().zip(&needed).filter(|(a, b)| a != b).take(3).collect();
+    assert!(diff.is_empty() && full.len() == needed.len(), "{} vs {} rows: {diff:?}", full.len(), needed.len());
 }
 
 #[test]

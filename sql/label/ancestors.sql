@@ -6,7 +6,7 @@
 -- abstract class is never an ancestor, and the walk stops at it: the ancestors
 -- of an abstract class are not reached through it. The child of a link may be
 -- abstract or out of vocabulary; vocabulary filtering is left to the caller.
--- type2.sql embeds the same recursive CTE (keep the two in step).
+-- needed_pairs.sql embeds the same recursive CTE (keep the two in step).
 --
 -- Inputs:
 --   ontology        (id Utf8, ..., is_abstract Boolean, ...)

@@ -1,7 +1,9 @@
--- checks.sql -- input checks before label enhancement, as one row of counts.
+-- checks.sql -- the label stage's `check = "full"` (`psla label --check full`): input checks over
+-- the whole teacher table, as one row of counts, before anything else.
 --
--- The label stage refuses to run when a labeled clip's teacher scores are missing, duplicated or
--- invalid (it would otherwise guess), and reports the other counts in its summary.
+-- With it the stage refuses to run when any labeled clip's teacher scores are missing, duplicated
+-- or invalid, whether the rules read them or not. (The default, needed_checks.sql, checks only the
+-- scores the rules read, from the one pass the stage makes anyway.)
 -- One pass over teacher_scores, grouped by clip (memory grows with clips, not with scores): a clip
 -- is scored correctly when it has as many vocabulary rows as the vocabulary has classes and the
 -- sums of their class indexes and squared indexes are those of the vocabulary. Any one or two

@@ -110,6 +110,12 @@ pub enum TeacherCheck {
     Full,
 }
 
+impl TeacherCheck {
+    fn is_needed(&self) -> bool {
+        *self == TeacherCheck::Needed
+    }
+}
+
 /// Parameters of `label` (the `[stage.<id>]` keys and `psla label` flags).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +132,8 @@ pub struct LabelParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splits: Option<Vec<String>>,
     /// Which teacher scores to check before using them: `needed` (the default) or `full`.
-    #[serde(default)]
+    /// The default is not serialized, so stages written before this key keep their fingerprint.
+    #[serde(default, skip_serializing_if = "TeacherCheck::is_needed")]
     pub check: TeacherCheck,
 }
 
