@@ -33,8 +33,11 @@ impl Session {
     /// [`Session::register_batches`]).
     pub fn empty() -> Self {
         let mut config = SessionConfig::new().with_information_schema(true);
-        // Strings come back as Utf8 (as every psla table stores them), not as Utf8View.
-        config.options_mut().optimizer.expand_views_at_output = true;
+        // Results come back with plain strings (as every psla table stores them), not Utf8View:
+        // `query_read_only` converts them after collecting (see `expand_views`). DataFusion's own
+        // `expand_views_at_output` is not used: its cast above a sort hides the sort order from the
+        // planner, which may then split the sorted output over partitions and lose the order.
+        config.options_mut().optimizer.expand_views_at_output = false;
         Session { ctx: SessionContext::new_with_config(config), tables: Vec::new() }
     }
 
@@ -120,9 +123,18 @@ impl Session {
             options.verify_plan(&plan).map_err(|e| refusal(&text, e))?;
             let df = runtime().block_on(self.ctx.execute_logical_plan(plan)).map_err(|e| Error::Sql(e.to_string()))?;
             let schema = df.schema().inner().clone();
-            let batches = runtime().block_on(df.collect()).map_err(|e| Error::Sql(e.to_string()))?;
+            // Each batch's views are expanded as it arrives, so a result is never held twice.
+            let batches = runtime().block_on(async {
+                use futures::StreamExt;
+                let mut stream = df.execute_stream().await.map_err(|e| Error::Sql(e.to_string()))?;
+                let mut out = Vec::new();
+                while let Some(batch) = stream.next().await {
+                    out.push(expand_views(batch.map_err(|e| Error::Sql(e.to_string()))?)?);
+                }
+                Ok::<_, Error>(out)
+            })?;
             // The batches' schema is the one to keep: the plan's may differ in nullability.
-            let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+            let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| expanded_schema(&schema));
             last = Some(TableData { schema, batches });
         }
         Ok(last.expect("at least one statement"))
@@ -163,4 +175,41 @@ fn refusal(statement: &str, e: datafusion::error::DataFusionError) -> Error {
 
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { format!("{}...", s.chars().take(n).collect::<String>()) }
+}
+
+/// `dt` with string / binary views (also inside lists and structs) as large strings / binaries,
+/// what DataFusion's `expand_views_at_output` would give.
+fn expanded(dt: &arrow::datatypes::DataType) -> arrow::datatypes::DataType {
+    use arrow::datatypes::{DataType, Field};
+    let field = |f: &Arc<Field>| Arc::new(f.as_ref().clone().with_data_type(expanded(f.data_type())));
+    match dt {
+        DataType::Utf8View => DataType::LargeUtf8,
+        DataType::BinaryView => DataType::LargeBinary,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+        other => other.clone(),
+    }
+}
+
+fn expanded_schema(schema: &arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(expanded(f.data_type()))).collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `batch` with its view columns expanded (see [`expanded`]).
+fn expand_views(batch: arrow::array::RecordBatch) -> Result<arrow::array::RecordBatch> {
+    let schema = expanded_schema(&batch.schema());
+    if schema == batch.schema() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(arrow::array::RecordBatch::try_new(schema, columns)?)
 }
