@@ -32,6 +32,11 @@ const DEMO_PIPELINE: &str = include_str!("../pipelines/demo.toml");
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// An object-store option, KEY=VALUE (repeatable): object_store's configuration keys for the
+    /// URL's scheme, e.g. aws_endpoint=http://127.0.0.1:9000, aws_region=eu-west-1,
+    /// aws_allow_http=true. They override the environment (AWS_*, GOOGLE_*, AZURE_*).
+    #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE")]
+    storage_options: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -571,6 +576,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    psla::table::storage::set_options(&cli.storage_options)?;
     let progress = psla::progress::enabled();
     let mut err = std::io::stderr();
     match cli.command {

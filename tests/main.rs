@@ -20,6 +20,7 @@ mod pipeline;
 mod recipes;
 mod readers;
 mod report;
+mod s3;
 mod sample;
 mod score;
 mod sql;

@@ -57,8 +57,10 @@ fn is_under(file: &str, dir: &str) -> bool {
 }
 
 fn exists(p: &str) -> bool {
-    if p.contains("://") && !p.starts_with("file://") {
-        return true; // object-store inputs are checked when the stage reads them
+    if crate::table::storage::is_remote(p) {
+        // One HEAD request; a store that cannot be asked (credentials, endpoint) is reported by
+        // the stage that reads the file, with the store's own message.
+        return crate::table::storage::exists(p).unwrap_or(true);
     }
     Path::new(p.strip_prefix("file://").unwrap_or(p)).exists()
 }

@@ -88,6 +88,10 @@ pub fn fingerprint(stage: &PlannedStage, manifest: &Manifest) -> Result<(String,
 }
 
 fn hash_file(path: &str) -> Result<String> {
+    if crate::table::storage::is_remote(path) {
+        let bytes = crate::table::storage::read(path)?;
+        return Ok(hex::encode(Sha256::digest(&bytes)));
+    }
     let p = crate::stages::local_path(path);
     let mut f = std::fs::File::open(&p).map_err(|e| Error::file(&p, None, format!("cannot read: {e}")))?;
     let mut h = Sha256::new();
@@ -102,6 +106,14 @@ fn hash_file(path: &str) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Whether an output folder is there: a local folder, or an object-store prefix holding an object.
+fn output_dir_exists(dir: &str) -> bool {
+    if crate::table::storage::is_remote(dir) {
+        return crate::table::storage::list_dir(dir).is_ok_and(|objects| !objects.is_empty());
+    }
+    crate::stages::local_path(dir).exists()
+}
+
 /// Why a stage must run, or None when it is up to date.
 fn staleness(stage: &PlannedStage, manifest: &Manifest, fp: &str) -> Option<String> {
     let Some(record) = manifest.stages.get(&stage.spec.id) else {
@@ -113,7 +125,7 @@ fn staleness(stage: &PlannedStage, manifest: &Manifest, fp: &str) -> Option<Stri
     if let Some(missing) = stage.writes.iter().find(|t| !manifest.tables.contains_key(*t)) {
         return Some(format!("its output table `{missing}` is missing"));
     }
-    if let Some(dir) = stage.io.output_dirs.iter().find(|d| !crate::stages::local_path(d).exists()) {
+    if let Some(dir) = stage.io.output_dirs.iter().find(|d| !output_dir_exists(d)) {
         return Some(format!("its output folder {dir} is missing"));
     }
     None

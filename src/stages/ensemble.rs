@@ -352,8 +352,18 @@ impl AverageWeightsParams {
     }
 
     fn out_dir(&self) -> String {
-        super::local_path(&self.out).parent().expect("checked").display().to_string()
+        match self.out.rsplit_once('/') {
+            Some((dir, _)) if crate::table::storage::is_remote(&self.out) => dir.to_string(),
+            _ => super::local_path(&self.out).parent().expect("checked").display().to_string(),
+        }
     }
+}
+
+/// A fresh private folder under the system's temp dir.
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("psla-average-{}-{}", std::process::id(), crate::table::store::now_rfc3339().replace([':', '.'], "")));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, None, e))?;
+    Ok(dir)
 }
 
 impl Stage for AverageWeightsParams {
@@ -374,11 +384,23 @@ impl Stage for AverageWeightsParams {
     }
 
     fn run(&self, _ctx: &StageContext) -> Result<StageOutput> {
-        let paths: Vec<std::path::PathBuf> = self.checkpoints.iter().map(|c| super::local_path(c)).collect();
-        let out = super::local_path(&self.out);
-        std::fs::create_dir_all(out.parent().expect("checked")).map_err(|e| Error::file(&out, None, e))?;
+        use crate::table::storage;
+        // Object-store checkpoints are read through local copies; an object-store `out` is written
+        // locally, then uploaded in one put.
+        let paths: Vec<std::path::PathBuf> = self.checkpoints.iter().map(|c| storage::materialize(c)).collect::<Result<_>>()?;
         let how = if self.psla_compat { WeightMean::PslaCompat } else { WeightMean::Mean };
-        let detail = average_checkpoints(&paths, &out, how)?;
+        let detail = if storage::is_remote(&self.out) {
+            let staging = tempfile_dir()?;
+            let local = staging.join(self.out.rsplit('/').next().unwrap_or("model.safetensors"));
+            let detail = average_checkpoints(&paths, &local, how)?;
+            storage::write(&self.out, std::fs::read(&local).map_err(|e| Error::file(&local, None, e))?)?;
+            let _ = std::fs::remove_dir_all(&staging);
+            detail.replace(&local.display().to_string(), &self.out)
+        } else {
+            let out = super::local_path(&self.out);
+            std::fs::create_dir_all(out.parent().expect("checked")).map_err(|e| Error::file(&out, None, e))?;
+            average_checkpoints(&paths, &out, how)?
+        };
         Ok(StageOutput { rows_in: paths.len() as u64, rows_out: 1, detail, ..Default::default() })
     }
 }

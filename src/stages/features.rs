@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::spec::Resolver;
 use crate::progress::group;
 use crate::table::store::write_parquet_path;
+use crate::table::storage;
 use crate::table::{RunRoot, StagedTable, TableData};
 
 pub const KIND: StageKind = StageKind {
@@ -287,12 +288,19 @@ struct ClipFeatures {
 
 /// Read, decode and featurise one clip; `Err` is the reject reason.
 fn featurise(job: &Job, params: &FeaturesParams) -> std::result::Result<ClipFeatures, String> {
-    let path = local_input(&job.audio_uri).map_err(|e| e.to_string())?;
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "cannot read: no such file".to_string(),
-        _ => format!("cannot read: {e}"),
-    })?;
-    let ext = path.extension().and_then(|e| e.to_str());
+    let (bytes, name) = if storage::is_remote(&job.audio_uri) {
+        // An object-store URL (s3://, gs://, az://): one GET of the whole object.
+        let bytes = storage::read(&job.audio_uri).map_err(|e| format!("cannot read: {e}"))?.to_vec();
+        (bytes, job.audio_uri.rsplit('/').next().unwrap_or_default().to_string())
+    } else {
+        let path = local_input(&job.audio_uri).map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "cannot read: no such file".to_string(),
+            _ => format!("cannot read: {e}"),
+        })?;
+        (bytes, path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    };
+    let ext = Path::new(&name).extension().and_then(|e| e.to_str());
     let decoded = decode_bytes(bytes, ext).map_err(message)?;
     if decoded.is_truncated() && !params.keep_truncated {
         return Err(format!(

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Stage, StageContext, StageIo, StageKind, StageOutput, params_from};
 use crate::error::{Error, Result};
+use crate::table::storage;
 use crate::pipeline::spec::Resolver;
 use crate::progress::group;
 
@@ -139,6 +140,11 @@ struct Clip {
 }
 
 fn read_text(path: &str, what: &str) -> Result<String> {
+    if storage::is_remote(path) {
+        let bytes = storage::read(path).map_err(|e| Error::file(path, None, format!("cannot read the {what}: {e}")))?;
+        return String::from_utf8(bytes.to_vec())
+            .map_err(|e| Error::file(path, None, format!("the {what} is not UTF-8 text: {e}")));
+    }
     std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound { " (no such file; check the path)" } else { "" };
         Error::file(path, None, format!("cannot read the {what}: {e}{hint}"))
@@ -235,14 +241,29 @@ pub fn split_name(path: &str) -> String {
 fn audio_index(params: &IngestParams, rejects: &mut Vec<Reject>) -> Result<HashMap<String, String>> {
     let mut index = HashMap::new();
     if let Some(dir) = &params.audio {
-        if dir.contains("://") && !dir.starts_with("file://") {
-            return Err(Error::invalid(format!(
-                "audio location `{dir}`: object-store audio URLs are not enabled in this build; give a local folder"
-            )));
+        if storage::is_remote(dir) {
+            // An object-store folder: the objects directly under it, named <clip_id>.<ext>.
+            let mut best: HashMap<String, (usize, String)> = HashMap::new();
+            for url in storage::list_dir(dir).map_err(|e| Error::file(dir, None, format!("cannot list the audio folder: {e}")))? {
+                let name = url.rsplit('/').next().unwrap_or_default();
+                let Some((stem, ext)) = name.rsplit_once('.') else { continue };
+                let ext = ext.to_ascii_lowercase();
+                let Some(rank) = AUDIO_EXTENSIONS.iter().position(|e| *e == ext) else { continue };
+                let stem = stem.to_string();
+                if best.get(&stem).is_none_or(|(r, _)| rank < *r) {
+                    best.insert(stem, (rank, url.clone()));
+                }
+            }
+            index.extend(best.into_iter().map(|(stem, (_, url))| (stem, url)));
         }
         let dir = super::local_path(dir);
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| Error::file(&dir, None, format!("cannot list the audio folder: {e}")))?;
+        let entries = if storage::is_remote(&params.audio.clone().unwrap_or_default()) {
+            Vec::new()
+        } else {
+            std::fs::read_dir(&dir)
+                .map_err(|e| Error::file(&dir, None, format!("cannot list the audio folder: {e}")))?
+                .collect()
+        };
         let mut best: HashMap<String, (usize, PathBuf)> = HashMap::new();
         for entry in entries {
             let path = entry.map_err(|e| Error::file(&dir, None, e))?.path();
@@ -261,6 +282,7 @@ fn audio_index(params: &IngestParams, rejects: &mut Vec<Reject>) -> Result<HashM
     if let Some(manifest) = &params.audio_manifest {
         let text = read_text(manifest, "audio manifest")?;
         let base = Path::new(manifest).parent().unwrap_or(Path::new("."));
+        let remote_base = storage::is_remote(manifest).then(|| url::Url::parse(manifest).ok()).flatten();
         for (i, line) in text.lines().enumerate() {
             let line_no = i as u64 + 1;
             let line = line.trim();
@@ -279,6 +301,9 @@ fn audio_index(params: &IngestParams, rejects: &mut Vec<Reject>) -> Result<HashM
             let (id, path) = (id.trim(), path.trim().trim_matches('"'));
             let uri = if path.contains("://") {
                 path.to_string()
+            } else if let Some(base) = &remote_base {
+                // Relative to an object-store manifest: relative to its folder in the store.
+                base.join(path).map_err(|e| Error::file(manifest, Some(line_no as usize), format!("bad path `{path}`: {e}")))?.to_string()
             } else {
                 let p = base.join(path);
                 file_uri(&p.canonicalize().unwrap_or(p))?

@@ -458,7 +458,7 @@ impl Scorer {
         let mut classes: Option<(usize, PathBuf)> = None;
         let mut mids: Option<(Vec<String>, PathBuf)> = None;
         for c in &params.checkpoint {
-            let path = super::local_path(c);
+            let path = crate::table::storage::materialize(c)?;
             let (cfg, meta) = model_config(&path, params)?;
             let mut vs = VarStore::new(device);
             let model = PslaModel::new(&vs.root(), &cfg);

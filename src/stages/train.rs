@@ -328,7 +328,7 @@ fn fingerprint(stage: &TrainStage, ctx: &StageContext) -> Result<String> {
         h.update(format!("\0{name}={hash}").as_bytes());
     }
     if let Some(init) = &stage.params.init {
-        h.update(std::fs::read(super::local_path(init)).map_err(|e| Error::file(init, None, e))?);
+        h.update(crate::table::storage::read(init)?);
     }
     Ok(hex::encode(h.finalize()))
 }
@@ -347,12 +347,16 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
             return Err(Error::invalid(format!("device cuda:{n} is not available (CUDA devices: {}); use --device cpu or auto", tch::Cuda::device_count())));
         }
     }
-    let models_dir = ctx
-        .root
-        .local_dir()
-        .ok_or_else(|| Error::invalid("train writes checkpoints into a local run root; object-store roots are not supported yet"))?
-        .join("models")
-        .join(&p.name);
+    // Checkpoints go to <root>/models/<name>/. On an object-store root they are written into a
+    // local mirror of that folder and uploaded as each epoch completes (the state file last).
+    let (models_dir, mirror) = match ctx.root.local_dir() {
+        Some(dir) => (dir.join("models").join(&p.name), None),
+        None => {
+            let mirror = crate::table::storage::Mirror::new(ctx.root.url_of(&format!("models/{}/", p.name)).as_str())?;
+            mirror.pull()?;
+            (mirror.local().to_path_buf(), Some(mirror))
+        }
+    };
     std::fs::create_dir_all(&models_dir).map_err(|e| Error::file(&models_dir, None, e))?;
 
     // Inputs.
@@ -436,10 +440,13 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("epoch-") || name.starts_with("train_state") {
                 let _ = std::fs::remove_file(entry.path());
+                if let Some(m) = &mirror {
+                    m.remove(&name)?;
+                }
             }
         }
         if let Some(init) = &p.init {
-            load_init(&mut vs, &super::local_path(init))?;
+            load_init(&mut vs, &crate::table::storage::materialize(init)?)?;
         }
     }
 
@@ -551,6 +558,11 @@ pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
         }
         state.epochs.push(record);
         write_atomic(&state_path, &serde_json::to_vec_pretty(&state)?)?;
+        if let Some(m) = &mirror {
+            for name in [checkpoint_name(epoch), optim_name(epoch), "train_state.json".to_string()] {
+                m.push(&name)?;
+            }
+        }
     }
 
     let records = state.epochs.clone();

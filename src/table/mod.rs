@@ -2,6 +2,7 @@
 //! manifest) and small helpers to build Arrow columns.
 
 pub mod manifest;
+pub mod storage;
 pub mod store;
 
 pub use manifest::{Manifest, StageRecord, TableEntry};

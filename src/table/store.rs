@@ -1,15 +1,26 @@
-//! A run root: a folder or object-store URL holding `manifest.json`, `tables/<name>/v<N>/*.parquet`
-//! and `models/<name>/`.
+//! A run root: a folder or object-store URL holding `_manifests/`, `manifest.json`,
+//! `tables/<name>/v<N>/*.parquet` and `models/<name>/`.
 //!
 //! ## How a write stays atomic
 //! 1. A [`TableWriter`] writes Parquet files into `tables/<name>/v<N>/`, where N is one more than the
 //!    committed version. Nothing refers to that folder yet: readers go through the manifest.
-//! 2. [`RunRoot::commit`] writes a new `manifest.json` in one `put` (on a local disk: a temporary file then
-//!    a rename; on an object store: a single-object put). That is the commit point: before it, every
-//!    reader sees the previous versions; after it, the new ones. Several tables (all outputs of a stage)
-//!    commit together.
-//! 3. Folders of older versions are removed after the commit. A process killed at any moment leaves at
-//!    worst an uncommitted `v<N>` folder, which the next writer of that table clears before writing.
+//! 2. [`RunRoot::commit`] writes the next manifest as a new object `_manifests/<generation>.json`
+//!    (20 digits), with a conditional put that fails if the object exists (`PutMode::Create`: an
+//!    exclusive create on a local disk, `If-None-Match: *` on S3, the same on GCS and Azure). That
+//!    put is the commit point: readers take the highest generation, so before it every reader sees
+//!    the previous versions, after it the new ones. Several tables (all outputs of a stage) commit
+//!    together. Object stores have no rename; this needs none, and the same code runs on every store.
+//!    Two writers that commit on the same generation cannot both win: the second gets an error and
+//!    writes nothing visible.
+//! 3. `manifest.json` is then rewritten with the same content, as a convenience for people and tools
+//!    that read one file (it can lag behind the log if a process dies between the two puts; psla
+//!    itself never reads it when the log exists). Log entries older than the last
+//!    [`MANIFESTS_KEPT`] are removed, and so are the folders of replaced versions. A process killed
+//!    at any moment leaves at worst an uncommitted `v<N>` folder, which the next writer of that table
+//!    clears before writing.
+//!
+//! Roots written before the log existed have only `manifest.json`; it is read as the manifest until
+//! the first commit adds the log.
 //!
 //! ## Resuming a long write
 //! A writer opened with [`RunRoot::table_writer_resumable`] records each Parquet file it completes in
@@ -18,7 +29,8 @@
 //! tells its caller which files are already there, so a stage (features) redoes only the rows of the
 //! file that was open. The journal is removed when the writer finishes.
 //!
-//! Local folders and object-store URLs go through the same code (object_store).
+//! Local folders and object-store URLs go through the same code (object_store; see [`storage`] for
+//! how stores are configured).
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -37,9 +49,15 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::manifest::{Manifest, StageRecord, TableEntry};
+use super::storage;
 use crate::error::{Error, Result};
 
+/// The latest manifest, for people and tools (see the module docs); psla reads the log.
 const MANIFEST: &str = "manifest.json";
+/// The manifest log: one immutable object per committed generation.
+const MANIFEST_LOG: &str = "_manifests";
+/// How many generations of the log are kept (older ones are deleted after a commit).
+pub const MANIFESTS_KEPT: u64 = 10;
 /// The journal of a resumable writer, inside its version folder.
 const JOURNAL: &str = "_progress.json";
 /// A Parquet file is closed and a new one started once this many bytes are buffered.
@@ -132,13 +150,13 @@ impl RunRoot {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        let (store, prefix) = object_store::parse_url(&url).map_err(|e| {
-            Error::invalid(format!(
-                "cannot open run root `{location}`: {e}. This build reads local folders and file:// URLs; \
-                 object-store schemes (s3://, gs://, az://) are not enabled yet"
-            ))
-        })?;
-        Ok(RunRoot { location: location.to_string(), url, local: None, store: Arc::from(store), prefix })
+        let (store, prefix) = storage::store_for(&url)?;
+        // A missing bucket or refused credentials must not look like an empty root: list the root
+        // once (one request) and say what is wrong.
+        runtime()
+            .block_on(store.list_with_delimiter(Some(&prefix)))
+            .map_err(|e| Error::invalid(format!("cannot open run root {}", storage::explain(location, &e))))?;
+        Ok(RunRoot { location: location.to_string(), url, local: None, store, prefix })
     }
 
     pub fn location(&self) -> &str {
@@ -172,25 +190,50 @@ impl RunRoot {
         self.url.join(rel).expect("relative table paths are valid URL paths")
     }
 
-    /// The committed manifest (empty for a new root).
+    /// The committed manifest (empty for a new root): the highest generation of the log, or
+    /// `manifest.json` for a root written before the log existed.
     pub fn manifest(&self) -> Result<Manifest> {
-        let path = self.path(MANIFEST);
-        runtime().block_on(async {
-            match self.store.get(&path).await {
-                Ok(r) => {
-                    let bytes = r.bytes().await?;
-                    serde_json::from_slice(&bytes).map_err(|e| {
+        // A commit prunes old generations, so one listed here may be gone by the time it is read:
+        // list again then (it takes MANIFESTS_KEPT commits in between).
+        for _ in 0..3 {
+            let rel = match self.latest_generation()? {
+                Some(g) => log_entry(g),
+                None => MANIFEST.to_string(),
+            };
+            let got = runtime().block_on(async {
+                match self.store.get(&self.path(&rel)).await {
+                    Ok(r) => r.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
+            match got.map_err(|e| storage::context(self.url_of(&rel).as_str(), e))? {
+                Some(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| {
                         Error::file(
-                            self.url_of(MANIFEST).to_string(),
+                            self.url_of(&rel).to_string(),
                             Some(e.line()),
                             format!("the manifest is not valid JSON ({e}); was it edited by hand?"),
                         )
-                    })
+                    });
                 }
-                Err(object_store::Error::NotFound { .. }) => Ok(Manifest::default()),
-                Err(e) => Err(e.into()),
+                None if rel == MANIFEST => return Ok(Manifest::default()),
+                None => continue,
             }
-        })
+        }
+        Err(Error::invalid(format!("run root {}: its manifest log changes faster than it can be read", self.location)))
+    }
+
+    /// The highest generation in the manifest log, if any.
+    fn latest_generation(&self) -> Result<Option<u64>> {
+        let dir = self.path(MANIFEST_LOG);
+        let listed = runtime()
+            .block_on(self.store.list(Some(&dir)).try_collect::<Vec<_>>())
+            .map_err(|e| storage::context(self.url_of(MANIFEST_LOG).as_str(), e))?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+            .max())
     }
 
     /// Start writing a new version of `name`. Clears leftovers of an interrupted earlier attempt.
@@ -291,8 +334,9 @@ impl RunRoot {
         w.finish()
     }
 
-    /// Make staged tables (and optionally a stage record) visible in one step: the manifest is replaced
-    /// in a single put. Then removes the folders of the replaced versions.
+    /// Make staged tables (and optionally a stage record) visible in one step: the next generation of
+    /// the manifest log is created with one conditional put (see the module docs). Then rewrites
+    /// `manifest.json` and removes old log entries and the folders of the replaced versions.
     pub fn commit(&self, tables: Vec<StagedTable>, stage: Option<(String, StageRecord)>) -> Result<Manifest> {
         let mut manifest = self.manifest()?;
         let mut committed = Vec::new();
@@ -317,7 +361,27 @@ impl RunRoot {
         manifest.generation += 1;
         manifest.psla_version = psla_version().to_string();
         let json = serde_json::to_vec_pretty(&manifest)?;
-        runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)))?;
+        let entry = log_entry(manifest.generation);
+        let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        match runtime().block_on(self.store.put_opts(&self.path(&entry), PutPayload::from(json.clone()), create)) {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                return Err(Error::invalid(format!(
+                    "run root {}: another writer committed generation {} while this one ran; nothing of this \
+                     run was committed: rerun",
+                    self.location, manifest.generation
+                )));
+            }
+            Err(e) => return Err(storage::context(self.url_of(&entry).as_str(), e)),
+        }
+        // Committed. What follows is tidying: a failure leaves a stale hint or unused objects, not a
+        // wrong root.
+        let _ = runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)));
+        for old in manifest.generation.saturating_sub(MANIFESTS_KEPT * 2)..=manifest.generation.saturating_sub(MANIFESTS_KEPT) {
+            if old > 0 {
+                let _ = runtime().block_on(self.store.delete(&self.path(&log_entry(old))));
+            }
+        }
         for (name, keep) in committed {
             // Best effort: a leftover folder is harmless (nothing refers to it) and cleared next time.
             let _ = self.remove_other_versions(&name, &keep);
@@ -390,13 +454,17 @@ impl RunRoot {
     /// Bytes of a file relative to the root.
     pub fn read_bytes(&self, rel: &str) -> Result<Bytes> {
         let path = self.path(rel);
-        runtime().block_on(async { Ok(self.store.get(&path).await?.bytes().await?) })
+        runtime()
+            .block_on(async { self.store.get(&path).await?.bytes().await })
+            .map_err(|e| storage::context(self.url_of(rel).as_str(), e))
     }
 
     /// Write a file relative to the root in one put (atomic on local disks and object stores).
     pub fn write_bytes(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         let path = self.path(rel);
-        runtime().block_on(self.store.put(&path, PutPayload::from(bytes)))?;
+        runtime()
+            .block_on(self.store.put(&path, PutPayload::from(bytes)))
+            .map_err(|e| storage::context(self.url_of(rel).as_str(), e))?;
         Ok(())
     }
 }
@@ -485,6 +553,11 @@ impl LocalParquetWriter {
         drop(self.writer);
         let _ = std::fs::remove_file(&self.tmp);
     }
+}
+
+/// The log object of a generation (relative to the root).
+fn log_entry(generation: u64) -> String {
+    format!("{MANIFEST_LOG}/{generation:020}.json")
 }
 
 fn validate_table_name(name: &str) -> Result<()> {
