@@ -262,7 +262,8 @@ fn local_input(input: &str) -> Result<PathBuf> {
     }
     if let Some((scheme, _)) = input.split_once("://") {
         return Err(Error::invalid(format!(
-            "`{input}`: {scheme}:// audio is not enabled in this build; use local paths or file:// URLs"
+            "`{input}`: `psla features` lists local folders and files only; for {scheme}:// audio, ingest it \
+             (`audio` or `audio_manifest`) and run the pipeline's features stage, which reads object-store URLs"
         )));
     }
     Ok(PathBuf::from(input))
