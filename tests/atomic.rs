@@ -21,20 +21,6 @@ fn tables(root: &Path) -> Vec<(String, String, u64)> {
     out
 }
 
-/// A large segment CSV: the balanced set repeated `times` with distinct clip ids.
-fn big_csv(path: &Path, times: usize) {
-    let text = fs::read_to_string(audioset("balanced_train_segments.csv")).unwrap();
-    let data: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    let mut out = String::with_capacity(text.len() * times + 64);
-    for k in 0..times {
-        for l in &data {
-            let (id, rest) = l.split_once(',').unwrap();
-            out.push_str(&format!("{id}_{k},{rest}\n"));
-        }
-    }
-    fs::write(path, out).unwrap();
-}
-
 fn ingest_cmd(csv: &Path, root: &Path) -> Command {
     let mut c = psla();
     c.arg("ingest")

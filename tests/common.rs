@@ -107,3 +107,17 @@ pub fn demo_run() -> &'static DemoRun {
         DemoRun { root, log }
     })
 }
+
+/// A large segment CSV: the balanced set repeated `times` with distinct clip ids.
+pub fn big_csv(path: &Path, times: usize) {
+    let text = std::fs::read_to_string(audioset("balanced_train_segments.csv")).unwrap();
+    let data: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let mut out = String::with_capacity(text.len() * times + 64);
+    for k in 0..times {
+        for l in &data {
+            let (id, rest) = l.split_once(',').unwrap();
+            out.push_str(&format!("{id}_{k},{rest}\n"));
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}

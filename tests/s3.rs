@@ -204,20 +204,6 @@ fn a_pipeline_on_an_s3_root_writes_the_same_tables_as_on_a_local_root() {
     assert_eq!(tables_of(&committed(&on_disk)), s3_tables);
 }
 
-/// A large segment CSV: the balanced set repeated `times` with distinct clip ids.
-fn big_csv(path: &Path, times: usize) {
-    let text = std::fs::read_to_string(audioset("balanced_train_segments.csv")).unwrap();
-    let data: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    let mut out = String::new();
-    for k in 0..times {
-        for l in &data {
-            let (id, rest) = l.split_once(',').unwrap();
-            out.push_str(&format!("{id}_{k},{rest}\n"));
-        }
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 fn ingest(csv: &Path, root: &str) -> Command {
     let mut c = psla_s3();
     c.arg("ingest")
