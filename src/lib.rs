@@ -4,7 +4,7 @@
 //! - [`table`]: run roots, Parquet tables with atomic commits, the manifest.
 //! - [`pipeline`]: TOML pipeline specs, planning, the runner.
 //! - [`stages`]: one module per pipeline stage.
-//! - [`sql`]: DataFusion over a run root's tables.
+//! - [`sql`]: DataFusion over a run root's tables, in this process or on a Ballista cluster ([`cluster`]).
 //! - [`audio`]: decoding, torchaudio's resampler and the Kaldi fbank PSLA computes.
 //! - [`model`]: PSLA's EfficientNet + attention model in tch, its safetensors checkpoints.
 //! - [`metrics`]: AP, AUC and d-prime as scikit-learn and PSLA compute them.
@@ -14,6 +14,7 @@
 //!   [`stages::train`].
 
 pub mod audio;
+pub mod cluster;
 pub mod error;
 pub mod malloc;
 pub mod metrics;

@@ -68,6 +68,10 @@ enum Command {
         /// Rerun every selected stage even when up to date.
         #[arg(long)]
         force: bool,
+        /// Where the SQL stages (label, ensemble, sql) run: `local` or `ballista://HOST:PORT`, a cluster
+        /// started with `psla cluster` [default: the pipeline's `engine`, else local].
+        #[arg(long, value_name = "ENGINE")]
+        engine: Option<String>,
     },
 
     /// Ingest AudioSet-style segment CSVs, a class vocabulary and the ontology into Parquet tables.
@@ -198,6 +202,10 @@ enum Command {
         /// The enhanced labels to write.
         #[arg(long, value_name = "FILE.parquet")]
         out: PathBuf,
+        /// Where the SQL runs: `local` or `ballista://HOST:PORT`. On a cluster, every executor must
+        /// read the input files at the same paths, and intermediate tables go to OUT.scratch/.
+        #[arg(long, value_name = "ENGINE", default_value = "local")]
+        engine: String,
     },
 
     /// PSLA balanced-sampling weights, and seeded epoch draws with what each class received.
@@ -455,6 +463,9 @@ enum Command {
         /// Write the result to this Parquet file instead of printing it.
         #[arg(long, value_name = "FILE.parquet")]
         out: Option<PathBuf>,
+        /// Where the query runs: `local` or `ballista://HOST:PORT` (a cluster started with `psla cluster`).
+        #[arg(long, value_name = "ENGINE", default_value = "local")]
+        engine: String,
     },
 
     /// List a run root's tables: rows, size, version, schema, and where the files are.
@@ -487,6 +498,22 @@ enum Command {
     #[command(subcommand)]
     Ensemble(EnsembleCommand),
 
+    /// Start a Ballista scheduler or executor: a cluster for the SQL stages (`--engine ballista://...`).
+    #[command(
+        subcommand,
+        long_about = "Start a Ballista cluster for the SQL stages (label, ensemble, sql) with the same binary.\n\n\
+                      `psla cluster scheduler` runs Ballista's scheduler, `psla cluster executor` one of its \
+                      executors; both run until stopped (Ctrl-C). Start the scheduler first, then any number of \
+                      executors on any machines that reach it, then run pipelines with `--engine \
+                      ballista://SCHEDULER_HOST:PORT`. Every process reads object-store tables with its own \
+                      credentials (AWS_*, GOOGLE_*, AZURE_* variables, --storage-option); a local run root must be \
+                      a folder every executor sees at the same path. docs/cluster.md has a multi-machine setup.",
+        after_help = "Examples:\n  psla cluster scheduler --bind 0.0.0.0:50050 --external-host sched.example\n  \
+                      psla cluster executor --scheduler sched.example:50050 --bind 0.0.0.0 --work-dir /scratch/psla\n  \
+                      psla run pipelines/audioset_full.toml --root s3://bucket/run --engine ballista://sched.example:50050"
+    )]
+    Cluster(ClusterCommand),
+
     /// Write report.html: pipeline, label enhancement, sampling, training and evaluation of a run root.
     #[command(
         long_about = "Write one self-contained HTML report of a run root (inline SVG, no scripts, nothing loaded \
@@ -504,6 +531,49 @@ enum Command {
         /// Where to write (default: report.html in the run root).
         #[arg(long, value_name = "FILE.html")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Run a Ballista scheduler: it plans jobs into stages and hands their tasks to executors.
+    Scheduler {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        bind: std::net::SocketAddr,
+        /// The name executors reach this machine by [default: the --bind address].
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Seconds without a heartbeat after which an executor is dead and its tasks rerun elsewhere.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        executor_timeout: u64,
+    },
+    /// Run a Ballista executor: it runs the tasks its scheduler gives it.
+    Executor {
+        /// The scheduler to join.
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+        scheduler: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
+        bind: String,
+        /// The name the scheduler and clients reach this executor by [default: the --bind address].
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Arrow Flight port (shuffle data and query results).
+        #[arg(long, default_value_t = 50051, value_name = "PORT")]
+        flight_port: u16,
+        /// gRPC port the scheduler sends tasks to.
+        #[arg(long, default_value_t = 50052, value_name = "PORT")]
+        grpc_port: u16,
+        /// Tasks run at once [default: one per core].
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        slots: usize,
+        /// Folder for shuffle files and spills.
+        #[arg(long, value_name = "DIR")]
+        work_dir: PathBuf,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, default_value_t = 2, value_name = "SECONDS")]
+        heartbeat: u64,
     },
 }
 
@@ -580,9 +650,10 @@ fn run(cli: Cli) -> Result<()> {
     let progress = psla::progress::enabled();
     let mut err = std::io::stderr();
     match cli.command {
-        Command::Run { pipeline, root, dry_run, only, from, force } => {
+        Command::Run { pipeline, root, dry_run, only, from, force, engine } => {
+            let engine = engine.as_deref().map(psla::cluster::Engine::parse).transpose()?;
             let root = RunRoot::open(&root)?;
-            let opts = RunOptions { dry_run, only, from, force, progress };
+            let opts = RunOptions { dry_run, only, from, force, progress, engine };
             pipeline::run_file(&pipeline, &root, &opts, &mut err)?;
         }
         Command::Ingest { segments, classes, ontology, audio, audio_manifest, out } => {
@@ -599,11 +670,16 @@ fn run(cli: Cli) -> Result<()> {
             let line = psla::stages::features::run_to_files(&params, &out, &rejects, stats.as_deref(), progress)?;
             writeln!(err, "{line}")?;
         }
-        Command::Label { labels, teacher, ontology, classes, threshold, rules, min_support, check, out } => {
+        Command::Label { labels, teacher, ontology, classes, threshold, rules, min_support, check, out, engine } => {
             let started = std::time::Instant::now();
             let params = LabelParams { threshold, rules, min_support, splits: None, check };
             params.rules().map_err(Error::invalid)?;
-            let mut session = psla::sql::Session::empty();
+            let engine = psla::cluster::Engine::parse(&engine)?;
+            let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let scratch = std::path::absolute(out.with_file_name(format!("{stem}.scratch"))).map_err(|e| Error::file(&out, None, e))?;
+            let scratch = url::Url::from_directory_path(&scratch)
+                .map_err(|_| Error::invalid(format!("cannot turn {} into a URL", scratch.display())))?;
+            let mut session = psla::sql::Session::empty_on(&engine, Some(&scratch))?;
             session.register_parquet("labels", &labels)?;
             session.register_parquet("teacher_scores", &teacher)?;
             for (name, data) in psla::stages::ingest::vocabulary_tables(&classes, &ontology)? {
@@ -690,14 +766,15 @@ fn run(cli: Cli) -> Result<()> {
             let line = psla::stages::score::run_to_files(&params, &input, stats.as_deref(), &out, windows_out.as_deref(), progress)?;
             writeln!(err, "{line}")?;
         }
-        Command::Sql { query, file, root, format, out } => {
+        Command::Sql { query, file, root, format, out, engine } => {
+            let engine = psla::cluster::Engine::parse(&engine)?;
             let sql = match (query, file) {
                 (Some(q), _) => q,
                 (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| Error::file(&f, None, e))?,
                 (None, None) => unreachable!("clap requires one"),
             };
             let root = RunRoot::open(&root)?;
-            let session = psla::sql::Session::open(&root)?;
+            let session = psla::sql::Session::open_tables_on(&root, None, &engine)?;
             let result = session.query_read_only(&sql)?;
             match out {
                 Some(path) => write_parquet(&path, &result)?,
@@ -728,6 +805,32 @@ fn run(cli: Cli) -> Result<()> {
             let root = RunRoot::open(&root)?;
             let line = psla::stages::report::write_report(&root, out.as_deref())?;
             writeln!(err, "{line}")?;
+        }
+        Command::Cluster(ClusterCommand::Scheduler { bind, external_host, executor_timeout }) => {
+            let timing = psla::cluster::Timing { executor_timeout, ..Default::default() };
+            psla::cluster::run_scheduler(bind, external_host, &timing)?;
+        }
+        Command::Cluster(ClusterCommand::Executor {
+            scheduler,
+            bind,
+            external_host,
+            flight_port,
+            grpc_port,
+            slots,
+            work_dir,
+            heartbeat,
+        }) => {
+            let timing = psla::cluster::Timing { heartbeat, ..Default::default() };
+            psla::cluster::run_executor(psla::cluster::ExecutorOptions {
+                scheduler,
+                bind_host: bind,
+                external_host,
+                flight_port,
+                grpc_port,
+                slots,
+                work_dir,
+                timing,
+            })?;
         }
         Command::Ensemble(EnsembleCommand::AveragePredictions { predictions, weights, out }) => {
             let line = psla::stages::ensemble::average_files(&predictions, weights.as_deref(), &out)?;

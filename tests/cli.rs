@@ -21,7 +21,7 @@ fn check_snapshot(name: &str, actual: &str) {
 fn help_texts() {
     let top = stdout(&run_ok(psla().env("COLUMNS", "100").arg("--help")));
     check_snapshot("help", &top);
-    let subcommands = ["run", "ingest", "features", "label", "sample", "subset", "evaluate", "train", "score", "ensemble", "report", "sql", "tables", "demo"];
+    let subcommands = ["run", "ingest", "features", "label", "sample", "subset", "evaluate", "train", "score", "ensemble", "report", "sql", "tables", "demo", "cluster"];
     for sub in subcommands {
         let text = stdout(&run_ok(psla().env("COLUMNS", "100").args([sub, "--help"])));
         check_snapshot(&format!("help_{sub}"), &text);

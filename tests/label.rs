@@ -440,6 +440,8 @@ fn type2_names_the_nearest_original_descendant() {
     let mut s = session();
     let labels = s.query_read_only("SELECT * FROM (VALUES ('c', '/m/019jd'), ('c', '/m/034srq'), ('c', '/m/03m9d0z'), ('c', '/m/05kq4'), ('c', '/m/0hsrw'), ('c', '/t/dd00092')) AS t(clip_id, mid)").unwrap();
     s.register_batches("labels", &labels).unwrap();
+    let ancestors = s.query_read_only(psla::stages::label::sql::ANCESTORS).unwrap();
+    s.register_batches("ontology_ancestors", &ancestors).unwrap();
     let sql = psla::stages::label::bind(
         psla::stages::label::sql::NEEDED_PAIRS,
         &[("enable_type1", "TRUE"), ("enable_type2", "TRUE")],

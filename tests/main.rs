@@ -9,6 +9,7 @@ mod audio_golden;
 mod audio_resample;
 mod audio_simd;
 mod cli;
+mod cluster;
 mod demo_data;
 mod ensemble;
 mod evaluate;

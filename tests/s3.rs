@@ -11,18 +11,18 @@ use std::time::Instant;
 
 use crate::common::*;
 
-const ACCESS_KEY: &str = "psla-test-access";
-const SECRET_KEY: &str = "psla-test-secret-key";
-const BUCKET: &str = "psla-test";
+pub(crate) const ACCESS_KEY: &str = "psla-test-access";
+pub(crate) const SECRET_KEY: &str = "psla-test-secret-key";
+pub(crate) const BUCKET: &str = "psla-test";
 
 /// The S3 server of this test process.
-struct S3 {
-    endpoint: String,
+pub(crate) struct S3 {
+    pub(crate) endpoint: String,
     /// The folder s3s-fs serves: `<data>/<bucket>/<key>`.
-    data: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
-fn s3() -> &'static S3 {
+pub(crate) fn s3() -> &'static S3 {
     static SERVER: OnceLock<S3> = OnceLock::new();
     SERVER.get_or_init(|| {
         let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("s3-{}", std::process::id()));
@@ -55,7 +55,7 @@ fn s3() -> &'static S3 {
 }
 
 /// `psla` configured for the test server through the environment.
-fn psla_s3() -> Command {
+pub(crate) fn psla_s3() -> Command {
     let mut c = psla();
     c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -68,14 +68,14 @@ fn psla_s3() -> Command {
 }
 
 /// A fresh root URL in the test bucket, and its folder on the server's disk.
-fn new_root(name: &str) -> (String, PathBuf) {
+pub(crate) fn new_root(name: &str) -> (String, PathBuf) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let key = format!("{name}-{}", N.fetch_add(1, Ordering::Relaxed));
     (format!("s3://{BUCKET}/runs/{key}"), s3().data.join(BUCKET).join("runs").join(key))
 }
 
 /// (table, rows, content_hash) of every table of a manifest.
-fn tables_of(manifest: &serde_json::Value) -> Vec<(String, u64, String)> {
+pub(crate) fn tables_of(manifest: &serde_json::Value) -> Vec<(String, u64, String)> {
     let mut out: Vec<_> = manifest["tables"]
         .as_object()
         .unwrap()
@@ -88,7 +88,7 @@ fn tables_of(manifest: &serde_json::Value) -> Vec<(String, u64, String)> {
 
 /// The committed manifest of a root on disk (local, or the server's folder of an S3 root): the
 /// highest generation of `_manifests/`.
-fn committed(dir: &Path) -> serde_json::Value {
+pub(crate) fn committed(dir: &Path) -> serde_json::Value {
     let log = dir.join("_manifests");
     let mut entries: Vec<_> = std::fs::read_dir(&log)
         .unwrap_or_else(|e| panic!("{}: {e}", log.display()))

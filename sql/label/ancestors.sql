@@ -1,4 +1,5 @@
--- ancestors.sql -- the ancestor relation PSLA's fix_type2.py walks (audit / inspection).
+-- ancestors.sql -- the ancestor relation PSLA's fix_type2.py walks: the label stage registers its
+-- result as ontology_ancestors for needed_pairs.sql (and it is useful for audits on its own).
 --
 -- PSLA (generate_parent_dict + dfs) records a parent link child -> parent only
 -- when the PARENT is not abstract (restrictions == ["abstract"], precomputed as
@@ -6,7 +7,6 @@
 -- abstract class is never an ancestor, and the walk stops at it: the ancestors
 -- of an abstract class are not reached through it. The child of a link may be
 -- abstract or out of vocabulary; vocabulary filtering is left to the caller.
--- needed_pairs.sql embeds the same recursive CTE (keep the two in step).
 --
 -- Inputs:
 --   ontology        (id Utf8, ..., is_abstract Boolean, ...)

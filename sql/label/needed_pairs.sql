@@ -16,17 +16,17 @@
 --   candidate, unless a is an original label. "Ancestor" is PSLA's: the transitive closure of
 --   child -> parent links, where a link counts only when the PARENT is not abstract. An abstract
 --   class therefore is never an ancestor and the walk does not continue through it; L itself may
---   be abstract. The recursive CTE is the one in ancestors.sql (keep the two in step); the depth
---   guard (< 64) only stops a runaway recursion on a cyclic (corrupt) ontology.
+--   be abstract. That closure is ontology_ancestors, the result of ancestors.sql, which the label
+--   stage runs first (a recursive CTE over the ~600 ontology classes; in this process even when
+--   the rest runs on a Ballista cluster, whose executors cannot run recursive queries).
 -- Candidates come from original labels only: additions never trigger further additions. Labels
 -- with no ontology entry trigger nothing.
 --
 -- Inputs: labels (clip_id, mid), classes (index, mid, display_name), ontology (id, ..., is_abstract),
---   ontology_edges (parent, child).
+--   ontology_edges (parent, child), ontology_ancestors (descendant, ancestor, depth: ancestors.sql).
 -- Placeholders (substituted as text):
 --   ${enable_type1}  TRUE | FALSE: include the Type I candidates (children)
 --   ${enable_type2}  TRUE | FALSE: include the Type II candidates (ancestors)
--- Requires datafusion.execution.enable_recursive_ctes = true (the default in DataFusion 55).
 -- Output: one row per distinct pair, every mid a vocabulary class; no order:
 --   clip_id Utf8, mid Utf8,
 --   is_original Boolean  the pair is an original label (its score counts for the class threshold),
@@ -35,20 +35,12 @@
 --   type2_via Utf8       not an original label and a Type II candidate: the original label that
 --                        makes it one, the nearest descendant (fewest links), ties broken by the
 --                        smallest mid; else null.
-WITH RECURSIVE parent_links AS (
+WITH parent_links AS (
     -- child -> parent links whose parent is not abstract
     SELECT DISTINCT e.child, e.parent
     FROM ontology_edges AS e
     JOIN ontology AS p ON p.id = e.parent
     WHERE NOT p.is_abstract
-),
-walk (descendant, ancestor, depth) AS (
-    SELECT child, parent, CAST(1 AS BIGINT) FROM parent_links
-    UNION ALL
-    SELECT w.descendant, l.parent, w.depth + 1
-    FROM walk AS w
-    JOIN parent_links AS l ON l.child = w.ancestor
-    WHERE w.depth < 64
 ),
 vocab_children AS (
     -- Type I: parent -> in-vocabulary child
@@ -57,11 +49,10 @@ vocab_children AS (
     WHERE child IN (SELECT mid FROM classes)
 ),
 vocab_ancestors AS (
-    -- Type II: descendant -> in-vocabulary ancestor, shortest chain per pair
-    SELECT descendant, ancestor, MIN(depth) AS depth
-    FROM walk
+    -- Type II: descendant -> in-vocabulary ancestor, shortest chain per pair (one row per pair)
+    SELECT descendant, ancestor, depth
+    FROM ontology_ancestors
     WHERE ancestor IN (SELECT mid FROM classes)
-    GROUP BY descendant, ancestor
 ),
 original AS (
     SELECT DISTINCT clip_id, mid FROM labels

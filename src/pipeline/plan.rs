@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::spec::{PipelineSpec, Resolver, StageSpec};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stages::{self, Stage, StageIo};
 
 /// A stage ready to run, with its edges resolved to run-root table names.
@@ -26,6 +26,8 @@ pub struct Plan {
     pub stages: Vec<PlannedStage>,
     /// Tables the pipeline expects to find in the run root.
     pub inputs: Vec<String>,
+    /// Where the SQL stages run (`[pipeline] engine`; `psla run --engine` overrides it).
+    pub engine: crate::cluster::Engine,
 }
 
 impl Plan {
@@ -177,7 +179,14 @@ pub fn plan(spec: &PipelineSpec, root: &str) -> Result<Plan> {
         planned.push(PlannedStage { spec: s, stage, io, reads, writes, deps: deps.into_iter().collect() });
     }
     let stages = topological_order(spec, planned)?;
-    Ok(Plan { name: spec.name.clone(), stages, inputs: spec.inputs.clone() })
+    let engine = match &spec.engine {
+        None => crate::cluster::Engine::Local,
+        Some(text) => {
+            let bad = |message: String| Error::Spec { path: spec.path.clone(), line: None, key: "pipeline.engine".into(), message };
+            crate::cluster::Engine::parse(&resolver.substitute_str(text).map_err(bad)?).map_err(|e| bad(e.to_string()))?
+        }
+    };
+    Ok(Plan { name: spec.name.clone(), stages, inputs: spec.inputs.clone(), engine })
 }
 
 /// The first quoted (`key`) word after `prefix` in a serde message.

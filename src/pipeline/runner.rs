@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Draw progress bars.
     pub progress: bool,
+    /// Where the SQL stages run, over the pipeline's `engine` (None: the pipeline's).
+    pub engine: Option<crate::cluster::Engine>,
 }
 
 /// What happened to one stage.
@@ -218,7 +220,8 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
             report.stages.push((id, StageStatus::UpToDate));
             continue;
         }
-        let line = run_stage(stage, root, &mut manifest, opts.progress)?;
+        let engine = opts.engine.as_ref().unwrap_or(&plan.engine);
+        let line = run_stage(stage, root, &mut manifest, opts.progress, engine)?;
         writeln!(out, "{line}")?;
         changed.insert(i);
         report.stages.push((id, StageStatus::Ran(line)));
@@ -238,12 +241,18 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
 }
 
 /// Run one planned stage and commit its tables with its record. Returns the summary line.
-pub fn run_stage(stage: &PlannedStage, root: &RunRoot, manifest: &mut Manifest, progress: bool) -> Result<String> {
+pub fn run_stage(
+    stage: &PlannedStage,
+    root: &RunRoot,
+    manifest: &mut Manifest,
+    progress: bool,
+    engine: &crate::cluster::Engine,
+) -> Result<String> {
     let id = stage.spec.id.clone();
     let wrap = |e: Error| Error::Stage { stage: id.clone(), source: Box::new(e) };
     let (fp, inputs) = fingerprint(stage, manifest).map_err(wrap)?;
     let started = Instant::now();
-    let ctx = StageContext { root, id: &id, tables: &stage.spec.tables, progress };
+    let ctx = StageContext { root, id: &id, tables: &stage.spec.tables, progress, engine };
     let output: StageOutput = stage.stage.run(&ctx).map_err(wrap)?;
     let seconds = started.elapsed().as_secs_f64();
     let record = StageRecord {

@@ -5,6 +5,7 @@
 //! name = "demo"
 //! description = "what it does"
 //! inputs = []                  # tables that must already be in the run root
+//! engine = "local"             # or "ballista://HOST:PORT": where the SQL stages run (`psla run --engine`)
 //!
 //! [stage.ingest]               # a stage id; its kind defaults to the id
 //! segments = ["${root}/demo_data/train_segments.csv"]
@@ -31,6 +32,8 @@ pub struct PipelineSpec {
     pub description: String,
     /// Tables the pipeline expects in the run root before it starts.
     pub inputs: Vec<String>,
+    /// `engine` of `[pipeline]` as written (`${env:NAME}` allowed): where the SQL stages run.
+    pub engine: Option<String>,
     pub stages: Vec<StageSpec>,
     source: String,
 }
@@ -63,7 +66,7 @@ impl StageSpec {
 }
 
 const STAGE_RESERVED: &[&str] = &["kind", "tables"];
-const PIPELINE_KEYS: &[&str] = &["name", "description", "inputs"];
+const PIPELINE_KEYS: &[&str] = &["name", "description", "inputs", "engine"];
 
 impl PipelineSpec {
     pub fn load(path: &Path) -> Result<Self> {
@@ -105,6 +108,7 @@ impl PipelineSpec {
         let mut name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let mut description = String::new();
         let mut inputs = Vec::new();
+        let mut engine = None;
         if let Some((pkey, pval)) = spanned.get_ref().get_key_value("pipeline") {
             let ptable = pval.get_ref().as_table().ok_or_else(|| {
                 spec_err(Some(line_at(pkey.span().start)), "pipeline", "`pipeline` must be a table".into())
@@ -122,6 +126,12 @@ impl PipelineSpec {
                         } else {
                             description = s.to_string();
                         }
+                    }
+                    "engine" => {
+                        let s = v.get_ref().as_str().ok_or_else(|| {
+                            spec_err(line, "pipeline.engine", "`engine` must be a string: \"local\" or \"ballista://HOST:PORT\"".into())
+                        })?;
+                        engine = Some(s.to_string());
                     }
                     "inputs" => {
                         let arr = values["pipeline"]["inputs"].as_array().ok_or_else(|| {
@@ -194,7 +204,7 @@ impl PipelineSpec {
         if stages.is_empty() {
             return Err(spec_err(None, "stage", "the pipeline has no stages; add a `[stage.<id>]` table".into()));
         }
-        Ok(PipelineSpec { path: path.to_path_buf(), name, description, inputs, stages, source: text.to_string() })
+        Ok(PipelineSpec { path: path.to_path_buf(), name, description, inputs, engine, stages, source: text.to_string() })
     }
 
     /// A one-stage pipeline for a stage's own subcommand (`psla ingest ...`): same checks, same runner.
@@ -204,6 +214,7 @@ impl PipelineSpec {
             name: command.to_string(),
             description: String::new(),
             inputs: Vec::new(),
+            engine: None,
             stages: vec![StageSpec {
                 id: kind.to_string(),
                 kind: kind.to_string(),
@@ -266,7 +277,7 @@ impl Resolver {
         })
     }
 
-    fn substitute_str(&self, s: &str) -> std::result::Result<String, String> {
+    pub fn substitute_str(&self, s: &str) -> std::result::Result<String, String> {
         let mut out = String::new();
         let mut rest = s;
         while let Some(start) = rest.find("${") {

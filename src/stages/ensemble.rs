@@ -89,7 +89,7 @@ impl Stage for EnsembleParams {
         // Each member is registered as m0, m1, ... so that any table name is safe in the SQL.
         let names: Vec<(String, String)> =
             self.members.iter().enumerate().map(|(i, m)| (format!("m{i}"), ctx.table_name(m))).collect();
-        let session = Session::open_mapped(ctx.root, &names)?;
+        let session = Session::open_mapped_on(ctx.root, &names, ctx.engine)?;
         let result = average(&session, &self.members, &self.weights())?;
         let tables = vec![ctx.stage_table("predictions", result.table.schema.clone(), &result.table.batches)?];
         Ok(StageOutput { tables, rows_in: result.rows_in, rows_out: result.table.num_rows() as u64, rejects: 0, detail: result.summary() })

@@ -787,7 +787,7 @@ pub fn run_to_files(
         }
     }
     let tables = Default::default();
-    let ctx = StageContext { root: &root, id: "features", tables: &tables, progress };
+    let ctx = StageContext { root: &root, id: "features", tables: &tables, progress, engine: &crate::cluster::Engine::Local };
     let run = extract(params, &ctx, &skip)?;
 
     // Everything into one file: the clips kept from `out`, then the new ones, their row groups

@@ -8,6 +8,7 @@
 //!
 //! | step | file | result |
 //! |---|---|---|
+//! | ancestors | `ancestors.sql` | `ontology_ancestors`: PSLA's ancestor closure of the ontology (a recursive query; in this process even on a cluster) |
 //! | needed pairs | `needed_pairs.sql` | the (clip, class) pairs whose score a rule can read: original labels, and each rule's candidates with the original label that makes them one |
 //! | needed scores | `needed_scores.sql` | their scores: the one pass of the rules over the teacher's table |
 //! | input checks | `needed_checks.sql`, `needed_check_examples.sql` | refuse missing, duplicate or invalid scores of the needed pairs |
@@ -50,6 +51,7 @@ pub mod sql {
     pub const CHECK_EXAMPLES: &str = include_str!("../../sql/label/check_examples.sql");
     pub const NEEDED_CHECKS: &str = include_str!("../../sql/label/needed_checks.sql");
     pub const NEEDED_CHECK_EXAMPLES: &str = include_str!("../../sql/label/needed_check_examples.sql");
+    pub const ANCESTORS: &str = include_str!("../../sql/label/ancestors.sql");
     pub const NEEDED_PAIRS: &str = include_str!("../../sql/label/needed_pairs.sql");
     pub const NEEDED_SCORES: &str = include_str!("../../sql/label/needed_scores.sql");
     pub const THRESHOLDS: &str = include_str!("../../sql/label/thresholds.sql");
@@ -202,7 +204,7 @@ impl Stage for LabelParams {
         }
         let names: Vec<(String, String)> =
             names.iter().map(|(sql, logical)| (sql.to_string(), ctx.table_name(logical))).collect();
-        let mut session = Session::open_mapped(ctx.root, &names)?;
+        let mut session = Session::open_mapped_on(ctx.root, &names, ctx.engine)?;
         if let Some(splits) = &self.splits {
             let list: Vec<String> = splits.iter().map(|s| format!("'{s}'")).collect();
             let labels = session.query_read_only(&bind(sql::SPLIT_LABELS, &[("splits", &list.join(", "))])?)?;
@@ -302,7 +304,7 @@ pub fn bind(sql: &str, values: &[(&str, &str)]) -> Result<String> {
 }
 
 /// Run label enhancement in a session where `labels`, `teacher_scores`, `classes`, `ontology` and
-/// `ontology_edges` are registered. Registers the intermediate results (`needed_pairs`,
+/// `ontology_edges` are registered. Registers the intermediate results (`ontology_ancestors`, `needed_pairs`,
 /// `needed_scores`: the teacher's scores of those pairs, `thresholds`, `added_type1`, `added_type2`,
 /// `labels_enhanced`, `label_thresholds`) in the session too.
 pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> {
@@ -319,6 +321,10 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     }
     let flag = |b: bool| if b { "TRUE" } else { "FALSE" };
 
+    // The ontology's ancestor closure: a recursive query over a few hundred classes, which Ballista
+    // 55's executors cannot run, so it runs in this process whatever the engine.
+    let ancestors = session.query_in_process(sql::ANCESTORS)?;
+    session.register_batches("ontology_ancestors", &ancestors)?;
     // The one pass of the rules over the teacher's scores: keep the pairs they can read.
     let needed = session.query_read_only(&bind(
         sql::NEEDED_PAIRS,

@@ -55,6 +55,8 @@ pub struct StageContext<'a> {
     pub tables: &'a BTreeMap<String, String>,
     /// Show progress bars (false in tests and when stderr is not a terminal).
     pub progress: bool,
+    /// Where the stage's SQL runs (stages whose SQL may run on a cluster: label, ensemble, sql).
+    pub engine: &'a crate::cluster::Engine,
 }
 
 impl StageContext<'_> {

@@ -65,7 +65,7 @@ impl Stage for SqlParams {
             (None, Some(q)) => q.clone(),
             (None, None) => unreachable!("checked when built"),
         };
-        let session = crate::sql::Session::open_tables(ctx.root, Some(&self.reads))?;
+        let session = crate::sql::Session::open_tables_on(ctx.root, Some(&self.reads), ctx.engine)?;
         let result = session.query_read_only(&sql)?;
         let rows = result.num_rows();
         let table = ctx.stage_table(&self.out, result.schema.clone(), &result.batches)?;
