@@ -330,8 +330,6 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
         sql::NEEDED_PAIRS,
         &[("enable_type1", flag(type1)), ("enable_type2", flag(type2))],
     )?)?;
-    // One exact batch: the join in needed_scores.sql builds its hash table on it without a copy.
-    let needed = needed.into_one_batch()?;
     session.register_batches("needed_pairs", &needed)?;
     lap("needed pairs");
     let kept = query_needed_scores(session)?;

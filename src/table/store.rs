@@ -35,7 +35,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -116,37 +116,6 @@ pub struct TableData {
 impl TableData {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-
-    /// The same rows as one batch whose arrays own exactly their data. A query's result batches are
-    /// often slices of larger buffers (an aggregate emits all its groups at once, then slices them),
-    /// which stay alive as long as any slice does; and a hash join that builds on a table of many
-    /// batches copies them into one. Compacting a large table that a join will build on (the label
-    /// stage's needed pairs) releases the former and makes the latter free. Columns are copied one
-    /// at a time and the originals dropped as each is done, so the copy needs the table's size plus
-    /// one column, not twice the table.
-    pub fn into_one_batch(self) -> Result<TableData> {
-        let rows = self.num_rows();
-        let width = self.schema.fields().len();
-        let mut columns: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(self.batches.len()); width];
-        for batch in self.batches {
-            for (i, c) in batch.columns().iter().enumerate() {
-                columns[i].push(c.clone());
-            }
-        }
-        let mut out = Vec::with_capacity(width);
-        for (i, parts) in columns.iter_mut().enumerate() {
-            // An empty array is added so that concat copies even a single array (alone, it slices it).
-            let empty = arrow::array::new_empty_array(self.schema.field(i).data_type());
-            let mut refs: Vec<&dyn arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
-            refs.push(empty.as_ref());
-            let copied = arrow::compute::concat(&refs)?;
-            parts.clear();
-            out.push(copied);
-        }
-        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-        let batch = RecordBatch::try_new_with_options(self.schema.clone(), out, &options)?;
-        Ok(TableData { schema: self.schema, batches: vec![batch] })
     }
 }
 
