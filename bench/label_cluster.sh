@@ -11,8 +11,12 @@
 # peak RSS (VmHWM; the cluster processes are started fresh for each configuration), and the sum; the
 # outputs are compared with the local engine's, label for label.
 #
+# The engine is ballista://127.0.0.1:PORT?partitions=P with P = the cores (the cluster's total slots),
+# so that each slot builds the pass's hash table once; PSLA_BENCH_PARTITIONS=default leaves Ballista's
+# default (16 tasks per scan).
+#
 # Environment: PSLA_BIN, PSLA_BENCH_DIR, PSLA_CACHE_DIR as bench/label.sh (the data are generated and
-# cached by the same generator); PSLA_BENCH_TIMEOUT seconds per run [1800].
+# cached by the same generator); PSLA_BENCH_TIMEOUT seconds per run [1800]; PSLA_BENCH_PARTITIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,6 +55,8 @@ if ! "$PSLA" --version >/dev/null 2>&1; then eval "$(./dev env)"; fi
 RUN="$DATA_DIR/run-label-cluster-c$CLIPS"
 rm -rf "$RUN" && mkdir -p "$RUN"
 CORES=$(nproc)
+PARTITIONS=${PSLA_BENCH_PARTITIONS:-$CORES}
+QUERY=""; [ "$PARTITIONS" = default ] || QUERY="?partitions=$PARTITIONS"
 MACHINE="$CORES cores, $(awk '/^MemTotal:/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) RAM"
 log "machine: $MACHINE; load before: $(cut -d' ' -f1-3 /proc/loadavg); rustc running: $(pgrep -c rustc || true)"
 
@@ -77,8 +83,8 @@ cluster_run() {  # NAME EXECUTORS
     wait_port $((port + 10 * i + 1))
   done
   sleep 2
-  log "running $name: $n executor(s) x $slots slot(s)"
-  run_label "$name" "ballista://127.0.0.1:$port"
+  log "running $name: $n executor(s) x $slots slot(s), partitions: $PARTITIONS"
+  run_label "$name" "ballista://127.0.0.1:$port$QUERY"
   local peaks=()
   for p in "${PIDS[@]}"; do peaks+=("$(hwm_mb "$p")"); done
   echo "${peaks[*]}" > "$RUN/$name.peaks"
@@ -93,7 +99,7 @@ for name in executors-1 executors-2; do
   [ -f "$RUN/$name.parquet" ] && "$PY" "$ROOT/bench/label_compare.py" "$RUN/local.parquet" "$RUN/$name.parquet" > "$RUN/compare-$name.json" || true
 done
 
-"$PY" - "$RUN" "$MACHINE" <<'EOF'
+PARTITIONS=$PARTITIONS "$PY" - "$RUN" "$MACHINE" <<'EOF'
 import json, os, sys
 run, machine = sys.argv[1], sys.argv[2]
 rows = []
@@ -105,7 +111,7 @@ for name in ["local", "executors-1", "executors-2"]:
     if os.path.exists(cmp):
         same = "yes" if json.load(open(cmp)).get("equal") else "NO"
     rows.append((name, r["wall_s"], r["peak_rss_mb"], peaks, r["rc"], same))
-print(f"label job, {machine}")
+print(f"label job, {machine}, partitions: {os.environ.get('PARTITIONS', '?')}")
 print(f"{'engine':<13}{'wall s':>8}{'client MB':>11}{'scheduler MB':>14}{'executors MB':>16}{'total MB':>10}  same as local")
 base = rows[0][1]
 for name, wall, client, peaks, rc, same in rows:

@@ -37,12 +37,15 @@ pub enum Engine {
     /// In this process (DataFusion).
     #[default]
     Local,
-    /// On the Ballista cluster whose scheduler listens at this `host:port`.
-    Ballista(String),
+    /// On the Ballista cluster whose scheduler listens at `addr` (`host:port`), with its scans split
+    /// into `partitions` tasks (None: Ballista's default, 16).
+    Ballista { addr: String, partitions: Option<usize> },
 }
 
 impl Engine {
-    /// `local`, or `ballista://HOST:PORT` (`df://HOST:PORT`, Ballista's own spelling, too).
+    /// `local`, or `ballista://HOST:PORT[?partitions=N]` (`df://...`, Ballista's own spelling, too).
+    /// `partitions`: the tasks each scan is split into; the cluster's total `--slots` is best for the
+    /// label stage, whose pass builds its hash table of needed pairs once per task.
     pub fn parse(s: &str) -> Result<Engine> {
         let s = s.trim();
         if s.is_empty() || s == "local" {
@@ -51,16 +54,25 @@ impl Engine {
         let rest = s.strip_prefix("ballista://").or_else(|| s.strip_prefix("df://"));
         let bad = || {
             Error::invalid(format!(
-                "engine `{s}`: expected `local` or `ballista://HOST:PORT` (a Ballista scheduler, e.g. \
-                 ballista://127.0.0.1:50050, started with `psla cluster scheduler`)"
+                "engine `{s}`: expected `local` or `ballista://HOST:PORT[?partitions=N]` (a Ballista scheduler, \
+                 e.g. ballista://127.0.0.1:50050, started with `psla cluster scheduler`)"
             ))
         };
-        let rest = rest.ok_or_else(bad)?.trim_end_matches('/');
-        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let rest = rest.ok_or_else(bad)?;
+        let (addr, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let addr = addr.trim_end_matches('/');
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
         }
-        Ok(Engine::Ballista(rest.to_string()))
+        let partitions = match query {
+            "" => None,
+            q => match q.strip_prefix("partitions=").map(|n| n.parse::<usize>()) {
+                Some(Ok(n)) if n > 0 => Some(n),
+                _ => return Err(bad()),
+            },
+        };
+        Ok(Engine::Ballista { addr: addr.to_string(), partitions })
     }
 
     pub fn is_local(&self) -> bool {
@@ -72,7 +84,8 @@ impl std::fmt::Display for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Engine::Local => write!(f, "local"),
-            Engine::Ballista(addr) => write!(f, "ballista://{addr}"),
+            Engine::Ballista { addr, partitions: None } => write!(f, "ballista://{addr}"),
+            Engine::Ballista { addr, partitions: Some(n) } => write!(f, "ballista://{addr}?partitions={n}"),
         }
     }
 }

@@ -86,13 +86,17 @@ impl Session {
     /// memory are written under `scratch` (a folder URL the executors can read: the run root's
     /// `_scratch/`, or beside a command's output), in a folder of this session's own.
     pub fn empty_on(engine: &Engine, scratch: Option<&url::Url>) -> Result<Self> {
-        let Engine::Ballista(addr) = engine else { return Ok(Self::empty()) };
+        let Engine::Ballista { addr, partitions } = engine else { return Ok(Self::empty()) };
         let scratch = scratch.ok_or_else(|| {
             Error::invalid(format!("{engine}: a cluster session needs a folder the executors can read (a run root)"))
         })?;
         // Fail here, not at the first query, when no scheduler answers.
         runtime().block_on(crate::cluster::check_scheduler(addr))?;
-        let ctx = runtime().block_on(crate::cluster::client_context(addr, crate::cluster::session_config()))?;
+        let mut config = crate::cluster::session_config();
+        if let Some(n) = partitions {
+            config = config.with_target_partitions(*n);
+        }
+        let ctx = runtime().block_on(crate::cluster::client_context(addr, config))?;
         let unique = format!(
             "{}-{}/",
             std::process::id(),

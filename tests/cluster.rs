@@ -161,6 +161,7 @@ fn the_label_stage_on_a_ballista_cluster_over_s3_equals_the_local_engine_label_f
     };
     let (on_cluster, here) = (sql(&cluster.engine()), sql("local"));
     assert_eq!(on_cluster, here);
+    assert_eq!(sql(&format!("{}?partitions=3", cluster.engine())), here);
     assert!(on_cluster.lines().count() > 3, "{on_cluster}");
 }
 
@@ -216,7 +217,9 @@ fn engine_errors_name_the_problem() {
     std::fs::write(&spec, label_pipeline(&dir.path().join("demo_data"))).unwrap();
     let root = dir.path().join("root");
     let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--engine", "spark://x:1"]));
-    assert!(err.contains("expected `local` or `ballista://HOST:PORT`"), "{err}");
+    assert!(err.contains("expected `local` or `ballista://HOST:PORT[?partitions=N]`"), "{err}");
+    let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--engine", "ballista://h:1?partitions=0"]));
+    assert!(err.contains("engine `ballista://h:1?partitions=0`"), "{err}");
     let err = run_err(psla().arg("run").arg(&spec).arg("--root").arg(&root).args(["--engine", &format!("ballista://127.0.0.1:{port}")]));
     assert!(err.contains(&format!("no Ballista scheduler answers at 127.0.0.1:{port}")), "{err}");
     assert!(err.contains("stage `label`"), "{err}");
