@@ -72,6 +72,11 @@ enum Command {
         /// started with `psla cluster` [default: the pipeline's `engine`, else local].
         #[arg(long, value_name = "ENGINE")]
         engine: Option<String>,
+        /// Run shard K of N of the --only stage (a features stage) into tables of its own
+        /// (features_shard_K_of_N, ...); N such runs may go at once on one root, and the next plain
+        /// run of the stage merges them (docs/cluster.md).
+        #[arg(long, value_name = "K/N", requires = "only")]
+        shard: Option<String>,
     },
 
     /// Ingest AudioSet-style segment CSVs, a class vocabulary and the ontology into Parquet tables.
@@ -650,10 +655,11 @@ fn run(cli: Cli) -> Result<()> {
     let progress = psla::progress::enabled();
     let mut err = std::io::stderr();
     match cli.command {
-        Command::Run { pipeline, root, dry_run, only, from, force, engine } => {
+        Command::Run { pipeline, root, dry_run, only, from, force, engine, shard } => {
             let engine = engine.as_deref().map(psla::cluster::Engine::parse).transpose()?;
+            let shard = shard.as_deref().map(psla::stages::features::parse_shard).transpose()?;
             let root = RunRoot::open(&root)?;
-            let opts = RunOptions { dry_run, only, from, force, progress, engine };
+            let opts = RunOptions { dry_run, only, from, force, progress, engine, shard };
             pipeline::run_file(&pipeline, &root, &opts, &mut err)?;
         }
         Command::Ingest { segments, classes, ontology, audio, audio_manifest, out } => {

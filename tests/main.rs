@@ -24,5 +24,6 @@ mod report;
 mod s3;
 mod sample;
 mod score;
+mod shards;
 mod sql;
 mod train;

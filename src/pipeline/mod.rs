@@ -3,6 +3,7 @@
 
 pub mod plan;
 pub mod runner;
+pub mod shard;
 pub mod spec;
 
 pub use plan::{Plan, plan};

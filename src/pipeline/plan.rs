@@ -28,6 +28,10 @@ pub struct Plan {
     pub inputs: Vec<String>,
     /// Where the SQL stages run (`[pipeline] engine`; `psla run --engine` overrides it).
     pub engine: crate::cluster::Engine,
+    /// The spec it was planned from, and the run root location `${root}` stood for (to plan
+    /// variants of a stage: [`super::shard`]).
+    pub spec: PipelineSpec,
+    pub root: String,
 }
 
 impl Plan {
@@ -186,7 +190,7 @@ pub fn plan(spec: &PipelineSpec, root: &str) -> Result<Plan> {
             crate::cluster::Engine::parse(&resolver.substitute_str(text).map_err(bad)?).map_err(|e| bad(e.to_string()))?
         }
     };
-    Ok(Plan { name: spec.name.clone(), stages, inputs: spec.inputs.clone(), engine })
+    Ok(Plan { name: spec.name.clone(), stages, inputs: spec.inputs.clone(), engine, spec: spec.clone(), root: root.to_string() })
 }
 
 /// The first quoted (`key`) word after `prefix` in a serde message.

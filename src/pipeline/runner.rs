@@ -13,10 +13,11 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::plan::{Plan, PlannedStage};
+use super::shard::{ShardSet, Shards};
 use crate::error::{Error, Result};
 use crate::progress::summary_line;
 use crate::stages::{StageContext, StageOutput};
-use crate::table::{Manifest, RunRoot, StageRecord, psla_version, store::now_rfc3339};
+use crate::table::{Commit, Manifest, RunRoot, StageRecord, psla_version, store::now_rfc3339};
 
 /// Which stages to run, and how.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Where the SQL stages run, over the pipeline's `engine` (None: the pipeline's).
     pub engine: Option<crate::cluster::Engine>,
+    /// Run shard K of N of the `only` stage, a features stage (see [`super::shard`]).
+    pub shard: Option<(u64, u64)>,
 }
 
 /// What happened to one stage.
@@ -117,7 +120,7 @@ fn output_dir_exists(dir: &str) -> bool {
 }
 
 /// Why a stage must run, or None when it is up to date.
-fn staleness(stage: &PlannedStage, manifest: &Manifest, fp: &str) -> Option<String> {
+pub(crate) fn staleness(stage: &PlannedStage, manifest: &Manifest, fp: &str) -> Option<String> {
     let Some(record) = manifest.stages.get(&stage.spec.id) else {
         return Some("never ran in this run root".into());
     };
@@ -141,6 +144,25 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
             Error::invalid(format!("no stage `{id}` in pipeline `{}`; its stages: {}", plan.name, plan.stage_ids().join(", ")))
         })
     };
+    if let Some((k, n)) = opts.shard {
+        let Some(id) = &opts.only else {
+            return Err(Error::invalid("--shard K/N runs one shard of one stage: name the stage with --only"));
+        };
+        let shard = super::shard::plan_shard(plan, check_id(id)?, k, n)?;
+        let manifest = root.manifest()?;
+        if let Some(t) = shard.inputs.iter().find(|t| !manifest.tables.contains_key(*t)) {
+            return Err(Error::table(
+                t,
+                format!(
+                    "stage `{id}` reads it, and run root {} does not have it yet: run the stages before `{id}` \
+                     first (psla run with --only for each of them), then the shards",
+                    root.location()
+                ),
+            ));
+        }
+        let opts = RunOptions { shard: None, only: None, from: None, ..opts.clone() };
+        return run(&shard, root, &opts, out);
+    }
     let n = plan.stages.len();
     let (selected, forced): (BTreeSet<usize>, BTreeSet<usize>) = match (&opts.only, &opts.from) {
         (Some(_), Some(_)) => return Err(Error::invalid("--only and --from cannot be combined")),
@@ -182,6 +204,9 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
             continue;
         }
         let upstream_changes = stage.deps.iter().any(|d| changed.contains(d));
+        // Shards committed for this stage's current parameters and inputs are merged, not recomputed
+        // (unless forced).
+        let shards = if forced.contains(&i) { Shards::None } else { super::shard::committed(plan, i, &manifest)? };
         let reason = if forced.contains(&i) {
             Some("forced".to_string())
         } else if opts.dry_run && upstream_changes {
@@ -192,6 +217,10 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
                 Err(e) if opts.dry_run => Some(format!("cannot fingerprint yet: {e}")),
                 Err(e) => return Err(Error::Stage { stage: id.clone(), source: Box::new(e) }),
             }
+        };
+        let reason = match (reason, &shards) {
+            (Some(r), Shards::Complete(set)) => Some(format!("{r}; its {} shards are committed and would be merged", set.n)),
+            (r, _) => r,
         };
         if opts.dry_run {
             let what = match &reason {
@@ -221,7 +250,22 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
             continue;
         }
         let engine = opts.engine.as_ref().unwrap_or(&plan.engine);
-        let line = run_stage(stage, root, &mut manifest, opts.progress, engine)?;
+        let line = match shards {
+            Shards::Complete(set) => merge_shards(stage, &set, root, &mut manifest, opts.progress, engine)?,
+            Shards::Incomplete { n, done, missing } => {
+                return Err(Error::Stage {
+                    stage: id.clone(),
+                    source: Box::new(Error::invalid(format!(
+                        "shards {} of {n} are committed for its current parameters and inputs, shards {} are not: \
+                         run those (psla run ... --only {id} --shard K/{n}) and then this again, or pass --force \
+                         to compute the whole stage in this one run",
+                        super::shard::list(&done),
+                        super::shard::list(&missing)
+                    ))),
+                });
+            }
+            Shards::None => run_stage(stage, root, &mut manifest, opts.progress, engine)?,
+        };
         writeln!(out, "{line}")?;
         changed.insert(i);
         report.stages.push((id, StageStatus::Ran(line)));
@@ -248,12 +292,40 @@ pub fn run_stage(
     progress: bool,
     engine: &crate::cluster::Engine,
 ) -> Result<String> {
+    execute(stage, root, manifest, progress, engine, None)
+}
+
+/// Merge the committed shards of a features stage into its tables (see [`super::shard`]) and commit
+/// them with the stage's record, removing the shards' tables and records. Returns the summary line.
+fn merge_shards(
+    stage: &PlannedStage,
+    set: &ShardSet,
+    root: &RunRoot,
+    manifest: &mut Manifest,
+    progress: bool,
+    engine: &crate::cluster::Engine,
+) -> Result<String> {
+    execute(stage, root, manifest, progress, engine, Some(set))
+}
+
+fn execute(
+    stage: &PlannedStage,
+    root: &RunRoot,
+    manifest: &mut Manifest,
+    progress: bool,
+    engine: &crate::cluster::Engine,
+    shards: Option<&ShardSet>,
+) -> Result<String> {
     let id = stage.spec.id.clone();
     let wrap = |e: Error| Error::Stage { stage: id.clone(), source: Box::new(e) };
     let (fp, inputs) = fingerprint(stage, manifest).map_err(wrap)?;
     let started = Instant::now();
     let ctx = StageContext { root, id: &id, tables: &stage.spec.tables, progress, engine };
-    let output: StageOutput = stage.stage.run(&ctx).map_err(wrap)?;
+    let output: StageOutput = match shards {
+        None => stage.stage.run(&ctx),
+        Some(set) => crate::stages::features::merge_shards(&ctx, &set.tables),
+    }
+    .map_err(wrap)?;
     let seconds = started.elapsed().as_secs_f64();
     let record = StageRecord {
         kind: stage.stage.kind().to_string(),
@@ -268,6 +340,16 @@ pub fn run_stage(
         psla_version: psla_version().to_string(),
     };
     let line = summary_line(&id, output.rows_in, output.rows_out, output.rejects, seconds, &output.detail);
-    *manifest = root.commit(output.tables, Some((id.clone(), record))).map_err(wrap)?;
+    let mut change = Commit { tables: output.tables, stage: Some((id.clone(), record)), ..Default::default() };
+    if let Some(set) = shards {
+        for tables in &set.tables {
+            for name in tables.values() {
+                let dir = manifest.tables.get(name).map(|e| e.dir.clone()).unwrap_or_default();
+                change.drop_tables.push((name.clone(), dir));
+            }
+        }
+        change.drop_stages = set.ids.clone();
+    }
+    *manifest = root.apply(change).map_err(wrap)?;
     Ok(line)
 }

@@ -383,6 +383,9 @@ pub fn stats_schema() -> SchemaRef {
         Field::new("std", DataType::Float64, true),
         Field::new("psla_mean", DataType::Float64, true),
         Field::new("psla_std", DataType::Float64, true),
+        Field::new("sum", DataType::Float64, false),
+        Field::new("sum_sq", DataType::Float64, false),
+        Field::new("clips", DataType::Int64, false),
     ]))
 }
 
@@ -532,6 +535,10 @@ impl FbankStats {
         let mut ps: Vec<Option<f64>> = vec![None; MEL_BINS];
         pm.push(psla.map(|p| p.0));
         ps.push(psla.map(|p| p.1));
+        let mut sum = self.sum.clone();
+        sum.push(self.sum.iter().sum());
+        let mut sum_sq = self.sum_sq.clone();
+        sum_sq.push(self.sum_sq.iter().sum());
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(bins)),
             Arc::new(Int64Array::from(count)),
@@ -539,8 +546,49 @@ impl FbankStats {
             Arc::new(Float64Array::from(std)),
             Arc::new(Float64Array::from(pm)),
             Arc::new(Float64Array::from(ps)),
+            Arc::new(Float64Array::from(sum)),
+            Arc::new(Float64Array::from(sum_sq)),
+            Arc::new(Int64Array::from(vec![self.clips as i64; MEL_BINS + 1])),
         ];
         Ok(RecordBatch::try_new(stats_schema(), columns)?)
+    }
+
+    /// The statistics a `feature_stats` table holds (the inverse of [`FbankStats::to_batch`]), so
+    /// that the statistics of shards add up ([`FbankStats::merge`]). The per-bin sums come back
+    /// exactly; PSLA's per-clip sums as mean x clips (to the last bit or so).
+    pub fn from_table(table: &TableData) -> Result<Self> {
+        let bad = |what: &str| Error::table("feature_stats", format!("{what}; was it written by psla features?"));
+        let mut stats = FbankStats::default();
+        let mut seen = 0usize;
+        for b in &table.batches {
+            let col = |name: &str| b.column_by_name(name).ok_or_else(|| bad(&format!("has no `{name}` column")));
+            let bins = col("mel_bin")?.as_primitive::<arrow::datatypes::Int32Type>().clone();
+            let count = col("count")?.as_primitive::<arrow::datatypes::Int64Type>().clone();
+            let sum = col("sum")?.as_primitive::<arrow::datatypes::Float64Type>().clone();
+            let sum_sq = col("sum_sq")?.as_primitive::<arrow::datatypes::Float64Type>().clone();
+            let clips = col("clips")?.as_primitive::<arrow::datatypes::Int64Type>().clone();
+            let pm = col("psla_mean")?.as_primitive::<arrow::datatypes::Float64Type>().clone();
+            let ps = col("psla_std")?.as_primitive::<arrow::datatypes::Float64Type>().clone();
+            for i in 0..b.num_rows() {
+                stats.clips = clips.value(i) as u64;
+                if bins.is_null(i) {
+                    if stats.clips > 0 {
+                        stats.clip_mean_sum = pm.value(i) * stats.clips as f64;
+                        stats.clip_std_sum = ps.value(i) * stats.clips as f64;
+                    }
+                    continue;
+                }
+                let bin = usize::try_from(bins.value(i)).ok().filter(|&b| b < MEL_BINS).ok_or_else(|| bad("has a mel_bin outside 0-127"))?;
+                stats.sum[bin] = sum.value(i);
+                stats.sum_sq[bin] = sum_sq.value(i);
+                stats.frames = count.value(i) as u64;
+                seen += 1;
+            }
+        }
+        if seen != MEL_BINS {
+            return Err(bad(&format!("has {seen} mel-bin rows, not {MEL_BINS}")));
+        }
+        Ok(stats)
     }
 }
 
@@ -754,6 +802,49 @@ pub fn extract(params: &FeaturesParams, ctx: &StageContext, skip: &HashSet<Strin
         detail,
     };
     Ok(Extraction { output, stats, features, rejects: rejects_table, featurise_seconds })
+}
+
+/// The stage's tables from its committed shards (see [`crate::pipeline::shard`]): each entry of
+/// `shards` maps the logical tables to one shard's tables. `features` and `features_rejects` get
+/// copies of the shards' files, in shard order (no clip is decoded or recomputed); `feature_stats`
+/// is the sum of the shards' sums.
+pub fn merge_shards(ctx: &StageContext, shards: &[std::collections::BTreeMap<String, String>]) -> Result<StageOutput> {
+    let started = Instant::now();
+    let manifest = ctx.root.manifest()?;
+    let entries = |logical: &str| -> Result<Vec<crate::table::TableEntry>> {
+        shards
+            .iter()
+            .map(|m| {
+                let name = m.get(logical).map(String::as_str).unwrap_or(logical);
+                manifest.tables.get(name).cloned().ok_or_else(|| Error::table(name, "a shard table is missing from the run root"))
+            })
+            .collect()
+    };
+    let features = entries("features")?;
+    let files: usize = features.iter().map(|e| e.files.len()).sum();
+    let features = ctx.root.stage_concatenation(&ctx.table_name("features"), &features, ctx.id)?;
+    let rejects = ctx.root.stage_concatenation(&ctx.table_name("features_rejects"), &entries("features_rejects")?, ctx.id)?;
+    let mut stats = FbankStats::default();
+    for m in shards {
+        let name = m.get("feature_stats").map(String::as_str).unwrap_or("feature_stats");
+        stats.merge(&FbankStats::from_table(&ctx.root.read_table(name)?).map_err(|e| Error::table(name, e.to_string()))?);
+    }
+    let stats_table = ctx.stage_table("feature_stats", stats_schema(), &[stats.to_batch()?])?;
+    let detail = format!(
+        "merged {} shards: {} clips, {} frames, {} rejected; {files} files copied in {:.1} s, nothing recomputed",
+        shards.len(),
+        group(features.entry.rows),
+        group(stats.frames()),
+        group(rejects.entry.rows),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(StageOutput {
+        rows_in: features.entry.rows + rejects.entry.rows,
+        rows_out: features.entry.rows,
+        rejects: rejects.entry.rows,
+        tables: vec![features, rejects, stats_table],
+        detail,
+    })
 }
 
 /// 42.0 -> "42.0 s", 5400.0 -> "1.50 h".

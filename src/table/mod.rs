@@ -6,4 +6,4 @@ pub mod storage;
 pub mod store;
 
 pub use manifest::{Manifest, StageRecord, TableEntry};
-pub use store::{RunRoot, StagedTable, TableData, TableWriter, psla_version, runtime, writer_properties};
+pub use store::{Commit, RunRoot, StagedTable, TableData, TableWriter, psla_version, runtime, writer_properties};

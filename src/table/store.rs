@@ -99,6 +99,73 @@ pub struct RunRoot {
     prefix: StorePath,
 }
 
+/// How many times [`RunRoot::apply`] rebases a change on a newer generation before it gives up.
+const COMMIT_ATTEMPTS: u64 = 50;
+
+/// One commit: what becomes visible together (see [`RunRoot::apply`]).
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Tables to add or replace.
+    pub tables: Vec<StagedTable>,
+    /// The record of the stage that wrote them, under its id.
+    pub stage: Option<(String, StageRecord)>,
+    /// Tables to remove, each with the folder of the version the caller saw (a table another writer
+    /// replaced meanwhile is a conflict).
+    pub drop_tables: Vec<(String, String)>,
+    /// Stage records to remove.
+    pub drop_stages: Vec<String>,
+}
+
+impl Commit {
+    /// The manifest after this change, on top of `base` (the latest committed one), or the conflict.
+    fn applied_to(&self, mut base: Manifest, location: &str) -> Result<Manifest> {
+        for t in &self.tables {
+            if let Some(old) = base.tables.get(&t.name) {
+                if old.version >= t.entry.version {
+                    return Err(Error::table(
+                        &t.name,
+                        format!(
+                            "version {} was committed by another writer while this one wrote version {}; rerun",
+                            old.version, t.entry.version
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some((id, record)) = &self.stage {
+            for (input, hash) in &record.inputs {
+                if base.tables.get(input).map(|e| &e.content_hash) != Some(hash) {
+                    return Err(Error::table(
+                        input,
+                        format!(
+                            "stage `{id}` read it, and another writer replaced or removed it in run root {location} \
+                             while the stage ran; nothing of this run was committed: rerun"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (name, dir) in &self.drop_tables {
+            if base.tables.get(name).map(|e| &e.dir) != Some(dir) {
+                return Err(Error::table(name, format!("another writer replaced or removed it in run root {location}; rerun")));
+            }
+            base.tables.remove(name);
+        }
+        for id in &self.drop_stages {
+            base.stages.remove(id);
+        }
+        for t in &self.tables {
+            base.tables.insert(t.name.clone(), t.entry.clone());
+        }
+        if let Some((id, record)) = &self.stage {
+            base.stages.insert(id.clone(), record.clone());
+        }
+        base.generation += 1;
+        base.psla_version = psla_version().to_string();
+        Ok(base)
+    }
+}
+
 /// A table version written but not yet committed.
 #[derive(Debug, Clone)]
 pub struct StagedTable {
@@ -338,55 +405,111 @@ impl RunRoot {
     /// the manifest log is created with one conditional put (see the module docs). Then rewrites
     /// `manifest.json` and removes old log entries and the folders of the replaced versions.
     pub fn commit(&self, tables: Vec<StagedTable>, stage: Option<(String, StageRecord)>) -> Result<Manifest> {
-        let mut manifest = self.manifest()?;
-        let mut committed = Vec::new();
-        for t in tables {
-            if let Some(old) = manifest.tables.get(&t.name) {
-                if old.version >= t.entry.version {
-                    return Err(Error::table(
-                        &t.name,
-                        format!(
-                            "version {} was committed by another writer while this one wrote version {}; rerun",
-                            old.version, t.entry.version
-                        ),
-                    ));
+        self.apply(Commit { tables, stage, ..Default::default() })
+    }
+
+    /// Commit `change` (see [`Commit`]). When another writer commits the same generation first, the
+    /// change is applied again on top of that writer's manifest, as long as it touched none of this
+    /// change's tables and none of its stage's inputs (shards of one stage committing at once);
+    /// otherwise nothing is committed and the error says which table conflicted.
+    pub fn apply(&self, change: Commit) -> Result<Manifest> {
+        let mut attempt = 0;
+        let manifest = loop {
+            let manifest = change.applied_to(self.manifest()?, &self.location)?;
+            let json = serde_json::to_vec_pretty(&manifest)?;
+            let entry = log_entry(manifest.generation);
+            let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+            match runtime().block_on(self.store.put_opts(&self.path(&entry), PutPayload::from(json.clone()), create)) {
+                Ok(_) => {
+                    // Committed. What follows is tidying: a failure leaves a stale hint or unused
+                    // objects, not a wrong root.
+                    let _ = runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)));
+                    break manifest;
                 }
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
+                    if attempt + 1 < COMMIT_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    // Another writer won this generation: back off a little (jittered, so that
+                    // shards started together spread out) and rebase on its manifest.
+                    let jitter = u64::from(std::process::id() % 7) + attempt * 3;
+                    std::thread::sleep(std::time::Duration::from_millis(10 * jitter));
+                }
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    return Err(Error::invalid(format!(
+                        "run root {}: other writers committed generation {} and the {COMMIT_ATTEMPTS} before it \
+                         while this one tried; nothing of this run was committed: rerun",
+                        self.location, manifest.generation
+                    )));
+                }
+                Err(e) => return Err(storage::context(self.url_of(&entry).as_str(), e)),
             }
-            committed.push((t.name.clone(), t.entry.dir.clone()));
-            manifest.tables.insert(t.name, t.entry);
-        }
-        if let Some((id, record)) = stage {
-            manifest.stages.insert(id, record);
-        }
-        manifest.generation += 1;
-        manifest.psla_version = psla_version().to_string();
-        let json = serde_json::to_vec_pretty(&manifest)?;
-        let entry = log_entry(manifest.generation);
-        let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
-        match runtime().block_on(self.store.put_opts(&self.path(&entry), PutPayload::from(json.clone()), create)) {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                return Err(Error::invalid(format!(
-                    "run root {}: another writer committed generation {} while this one ran; nothing of this \
-                     run was committed: rerun",
-                    self.location, manifest.generation
-                )));
-            }
-            Err(e) => return Err(storage::context(self.url_of(&entry).as_str(), e)),
-        }
-        // Committed. What follows is tidying: a failure leaves a stale hint or unused objects, not a
-        // wrong root.
-        let _ = runtime().block_on(self.store.put(&self.path(MANIFEST), PutPayload::from(json)));
+        };
         for old in manifest.generation.saturating_sub(MANIFESTS_KEPT * 2)..=manifest.generation.saturating_sub(MANIFESTS_KEPT) {
             if old > 0 {
                 let _ = runtime().block_on(self.store.delete(&self.path(&log_entry(old))));
             }
         }
-        for (name, keep) in committed {
+        for t in &change.tables {
             // Best effort: a leftover folder is harmless (nothing refers to it) and cleared next time.
-            let _ = self.remove_other_versions(&name, &keep);
+            let _ = self.remove_other_versions(&t.name, &t.entry.dir);
+        }
+        for (name, _) in &change.drop_tables {
+            let _ = self.delete_prefix(&format!("tables/{name}"));
         }
         Ok(manifest)
+    }
+
+    /// Copy committed files of this root to new relative paths (a server-side copy on object stores,
+    /// a hard link on a local disk): the copies do not depend on the originals staying.
+    pub fn copy_files(&self, pairs: &[(String, String)]) -> Result<()> {
+        runtime().block_on(async {
+            for (from, to) in pairs {
+                self.store
+                    .copy(&self.path(from), &self.path(to))
+                    .await
+                    .map_err(|e| storage::context(self.url_of(from).as_str(), e))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stage a new version of `name` holding copies of the files of `sources` (committed tables of
+    /// this root with one schema), in order: no row is decoded or re-encoded. The content hash is
+    /// the sha256 of the sources' content hashes.
+    pub fn stage_concatenation(&self, name: &str, sources: &[TableEntry], written_by: &str) -> Result<StagedTable> {
+        let w = self.new_writer(name, Arc::new(arrow::datatypes::Schema::empty()), written_by)?;
+        self.delete_prefix(&w.dir)?;
+        let schema = sources.first().map(|s| s.schema.clone()).unwrap_or_default();
+        let mut pairs = Vec::new();
+        let mut hasher = Sha256::new();
+        let (mut rows, mut bytes) = (0, 0);
+        for s in sources {
+            if s.schema != schema {
+                return Err(Error::table(name, format!("cannot concatenate tables of different schemas ({} vs {})", s.dir, sources[0].dir)));
+            }
+            for f in &s.files {
+                pairs.push((f.clone(), format!("{}/part-{:05}.parquet", w.dir, pairs.len())));
+            }
+            hasher.update(s.content_hash.as_bytes());
+            rows += s.rows;
+            bytes += s.bytes;
+        }
+        self.copy_files(&pairs)?;
+        Ok(StagedTable {
+            name: name.to_string(),
+            entry: TableEntry {
+                version: w.version,
+                dir: w.dir,
+                files: pairs.into_iter().map(|(_, to)| to).collect(),
+                rows,
+                bytes,
+                content_hash: hex::encode(hasher.finalize()),
+                schema,
+                written_by: written_by.to_string(),
+                committed_at: now_rfc3339(),
+            },
+        })
     }
 
     /// Delete every folder of table `name` but `keep` (older versions, leftovers of killed writers).
