@@ -380,11 +380,10 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
 /// swap of the join sides can put the Parquet side in the hash table (its size estimate is not its
 /// size), i.e. load every score into memory. So, for this one query: no swap, the left side
 /// (needed_pairs) collected whatever its size, and no dynamic filter (it would test every score row
-/// against the same hash table a second time). On a Ballista cluster, its planner's broadcast
-/// thresholds likewise. The session's settings are restored afterwards.
+/// against the same hash table a second time). The session's settings are restored afterwards.
 fn query_needed_scores(session: &Session) -> Result<TableData> {
     let state = session.context().state_ref();
-    let saved = state.read().config().options().as_ref().clone();
+    let saved = state.read().config().options().optimizer.clone();
     {
         let mut state = state.write();
         let optimizer = &mut state.config_mut().options_mut().optimizer;
@@ -392,17 +391,9 @@ fn query_needed_scores(session: &Session) -> Result<TableData> {
         optimizer.hash_join_single_partition_threshold = usize::MAX;
         optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
         optimizer.enable_join_dynamic_filter_pushdown = false;
-        // On a Ballista cluster the same plan needs its planner's own broadcast thresholds raised, or
-        // it repartitions both sides by key and so shuffles every score row to disk between stages.
-        if !session.engine().is_local() {
-            let options = state.config_mut().options_mut();
-            for key in ["ballista.optimizer.broadcast_join_threshold_bytes", "ballista.optimizer.broadcast_join_threshold_rows"] {
-                options.set(key, &usize::MAX.to_string())?;
-            }
-        }
     }
     let result = session.query_read_only(sql::NEEDED_SCORES);
-    *state.write().config_mut().options_mut() = saved;
+    state.write().config_mut().options_mut().optimizer = saved;
     result
 }
 
