@@ -8,6 +8,7 @@ by DuckDB on the same Parquet inputs, in the order src/stages/label.rs runs them
 What psla does, in its order:
   checks.sql         --check full only: a pass over the whole score table, grouped by clip
   ancestors.sql      -> temp table ontology_ancestors (the ontology's ancestor closure, recursive)
+  class_order.sql    -> temp table class_order (each ontology class's rank in mid order)
   needed_pairs.sql   -> temp table needed_pairs (original labels, each rule's candidates and their via)
   needed_scores.sql  -> temp table needed_scores: the one pass over the scores (plus checks.sql's)
   needed_checks.sql  the input checks on the needed pairs' scores (psla's default --check needed)
@@ -102,6 +103,7 @@ def main():
         checks = step("full_checks", lambda: con.execute(sql("checks.sql")).fetchone())
         assert checks[4:7] == (0, 0, 0), f"checks.sql: {checks}"   # psla would refuse these scores
     step("ancestors", lambda: con.execute("CREATE TEMP TABLE ontology_ancestors AS " + sql("ancestors.sql")))
+    step("class_order", lambda: con.execute("CREATE TEMP TABLE class_order AS " + sql("class_order.sql")))
     step("needed_pairs", lambda: con.execute("CREATE TEMP TABLE needed_pairs AS " + sql(
         "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
     step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))

@@ -442,13 +442,18 @@ fn type2_names_the_nearest_original_descendant() {
     s.register_batches("labels", &labels).unwrap();
     let ancestors = s.query_read_only(psla::stages::label::sql::ANCESTORS).unwrap();
     s.register_batches("ontology_ancestors", &ancestors).unwrap();
+    let order = s.query_read_only(psla::stages::label::sql::CLASS_ORDER).unwrap();
+    s.register_batches("class_order", &order).unwrap();
     let sql = psla::stages::label::bind(
         psla::stages::label::sql::NEEDED_PAIRS,
         &[("enable_type1", "TRUE"), ("enable_type2", "TRUE")],
     )
     .unwrap();
     s.register_batches("needed_pairs", &s.query_read_only(&sql).unwrap()).unwrap();
-    let row = s.query_read_only("SELECT type2_via FROM needed_pairs WHERE mid = '/m/0838f'").unwrap();
+    // The via is a class_order rank; class_order turns it back into the mid.
+    let row = s
+        .query_read_only("SELECT o.mid AS type2_via FROM needed_pairs AS n JOIN class_order AS o ON o.mid_rank = n.type2_via WHERE n.mid = '/m/0838f'")
+        .unwrap();
     assert_eq!(strings(&row.batches[0], "type2_via"), vec![Some("/m/05kq4".to_string())]);
 }
 

@@ -23,18 +23,22 @@
 -- with no ontology entry trigger nothing.
 --
 -- Inputs: labels (clip_id, mid), classes (index, mid, display_name), ontology (id, ..., is_abstract),
---   ontology_edges (parent, child), ontology_ancestors (descendant, ancestor, depth: ancestors.sql).
+--   ontology_edges (parent, child), ontology_ancestors (descendant, ancestor, depth: ancestors.sql),
+--   class_order (mid, mid_rank: class_order.sql).
 -- Placeholders (substituted as text):
 --   ${enable_type1}  TRUE | FALSE: include the Type I candidates (children)
 --   ${enable_type2}  TRUE | FALSE: include the Type II candidates (ancestors)
 -- Output: one row per distinct pair, every mid a vocabulary class; no order:
 --   clip_id Utf8, mid Utf8,
 --   is_original Boolean  the pair is an original label (its score counts for the class threshold),
---   type1_via Utf8       not an original label and a Type I candidate: the original label that
---                        makes it one (its parent); if several do, the smallest mid; else null,
---   type2_via Utf8       not an original label and a Type II candidate: the original label that
+--   type1_via Int32      not an original label and a Type I candidate: the original label that
+--                        makes it one (its parent), as its class_order rank; if several do, the
+--                        smallest mid; else null,
+--   type2_via Int32      not an original label and a Type II candidate: the original label that
 --                        makes it one, the nearest descendant (fewest links), ties broken by the
---                        smallest mid; else null.
+--                        smallest mid, as its class_order rank; else null.
+-- The vias are ranks, not mids, so that the GROUP BY keeps an integer per pair and rule (the MIN
+-- of a string keeps a string per pair) and the pass carries two integers per pair.
 WITH parent_links AS (
     -- child -> parent links whose parent is not abstract
     SELECT DISTINCT e.child, e.parent
@@ -43,41 +47,42 @@ WITH parent_links AS (
     WHERE NOT p.is_abstract
 ),
 vocab_children AS (
-    -- Type I: parent -> in-vocabulary child
-    SELECT DISTINCT parent, child
-    FROM parent_links
-    WHERE child IN (SELECT mid FROM classes)
+    -- Type I: parent -> in-vocabulary child, with the parent's rank
+    SELECT DISTINCT l.parent, l.child, r.mid_rank AS parent_rank
+    FROM parent_links AS l
+    JOIN class_order AS r ON r.mid = l.parent
+    WHERE l.child IN (SELECT mid FROM classes)
 ),
 vocab_ancestors AS (
-    -- Type II: descendant -> in-vocabulary ancestor, shortest chain per pair (one row per pair)
-    SELECT descendant, ancestor, depth
-    FROM ontology_ancestors
-    WHERE ancestor IN (SELECT mid FROM classes)
+    -- Type II: descendant -> in-vocabulary ancestor, shortest chain per pair (one row per pair);
+    -- the key orders the descendants that make a candidate by (depth, mid): depth x 2^32 + rank
+    SELECT a.descendant, a.ancestor, a.depth * 4294967296 + r.mid_rank AS via_key
+    FROM ontology_ancestors AS a
+    JOIN class_order AS r ON r.mid = a.descendant
+    WHERE a.ancestor IN (SELECT mid FROM classes)
 ),
 original AS (
     SELECT DISTINCT clip_id, mid FROM labels
 ),
 pairs AS (
     SELECT o.clip_id, o.mid, TRUE AS is_original,
-           CAST(NULL AS VARCHAR) AS via1, CAST(NULL AS VARCHAR) AS via2_key
+           CAST(NULL AS INT) AS via1, CAST(NULL AS BIGINT) AS via2_key
     FROM original AS o
     WHERE o.mid IN (SELECT mid FROM classes)
     UNION ALL
-    SELECT o.clip_id, k.child, FALSE, o.mid, CAST(NULL AS VARCHAR)
+    SELECT o.clip_id, k.child, FALSE, k.parent_rank, CAST(NULL AS BIGINT)
     FROM original AS o
     JOIN vocab_children AS k ON k.parent = o.mid
     WHERE ${enable_type1}
     UNION ALL
-    -- the key orders Type II's triggering labels by (depth, mid): the depth as two digits, then the mid
-    SELECT o.clip_id, a.ancestor, FALSE, CAST(NULL AS VARCHAR),
-           lpad(CAST(a.depth AS VARCHAR), 2, '0') || o.mid
+    SELECT o.clip_id, a.ancestor, FALSE, CAST(NULL AS INT), a.via_key
     FROM original AS o
     JOIN vocab_ancestors AS a ON a.descendant = o.mid
     WHERE ${enable_type2}
 )
 SELECT clip_id, mid,
        bool_or(is_original) AS is_original,
-       CASE WHEN bool_or(is_original) THEN CAST(NULL AS VARCHAR) ELSE MIN(via1) END AS type1_via,
-       CASE WHEN bool_or(is_original) THEN CAST(NULL AS VARCHAR) ELSE substr(MIN(via2_key), 3) END AS type2_via
+       CASE WHEN bool_or(is_original) THEN CAST(NULL AS INT) ELSE MIN(via1) END AS type1_via,
+       CASE WHEN bool_or(is_original) THEN CAST(NULL AS INT) ELSE CAST(MIN(via2_key) % 4294967296 AS INT) END AS type2_via
 FROM pairs
 GROUP BY clip_id, mid

@@ -13,7 +13,7 @@
 --
 -- Inputs: teacher_scores (clip_id, mid, score), needed_pairs (clip_id, mid, is_original, type1_via, type2_via).
 -- Placeholders: none.
--- Output: clip_id Utf8, mid Utf8, is_original Boolean, type1_via Utf8, type2_via Utf8 (as in
+-- Output: clip_id Utf8, mid Utf8, is_original Boolean, type1_via Int32, type2_via Int32 (as in
 -- needed_pairs), score Float32 (null when not scored), scored Boolean (the teacher has a row for
 -- the pair); one row per score row of a needed pair, or one row with scored = FALSE; no order.
 SELECT n.clip_id, n.mid, n.is_original, n.type1_via, n.type2_via, s.score,

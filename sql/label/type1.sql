@@ -11,8 +11,9 @@
 --
 -- Inputs:
 --   needed_scores   the output of needed_scores.sql (clip_id, mid, is_original, type1_via,
---                   type2_via, score Float32)
+--                   type2_via: class_order ranks, score Float32)
 --   thresholds      (mid Utf8, threshold Float64, ...)   the output of thresholds.sql
+--   class_order     (mid Utf8, mid_rank Int32)           the output of class_order.sql
 -- Placeholders: none.
 -- Output: the ADDED labels only, one row per added (clip_id, mid), no order:
 --   clip_id Utf8, mid Utf8, rule Utf8 = 'type1',
@@ -20,8 +21,8 @@
 --                     labels are parents of the same added class, the smallest mid,
 --   score Float32     teacher score of (clip_id, mid),
 --   threshold Float64 threshold of mid.
-SELECT n.clip_id, n.mid, 'type1' AS rule, n.type1_via AS via_mid, n.score, t.threshold
+SELECT n.clip_id, n.mid, 'type1' AS rule, v.mid AS via_mid, n.score, t.threshold
 FROM needed_scores AS n
 JOIN thresholds AS t ON t.mid = n.mid
-WHERE n.type1_via IS NOT NULL
-  AND CAST(n.score AS DOUBLE) > t.threshold
+JOIN class_order AS v ON v.mid_rank = n.type1_via   -- the via's rank back to its mid; null: not a candidate
+WHERE CAST(n.score AS DOUBLE) > t.threshold

@@ -9,6 +9,7 @@
 //! | step | file | result |
 //! |---|---|---|
 //! | ancestors | `ancestors.sql` | `ontology_ancestors`: PSLA's ancestor closure of the ontology (a recursive query; in this process even on a cluster) |
+//! | class order | `class_order.sql` | `class_order`: each ontology class's rank in mid order, how the rules' "smallest mid" is picked |
 //! | needed pairs | `needed_pairs.sql` | the (clip, class) pairs whose score a rule can read: original labels, and each rule's candidates with the original label that makes them one |
 //! | needed scores | `needed_scores.sql` | their scores: the one pass of the rules over the teacher's table |
 //! | input checks | `needed_checks.sql`, `needed_check_examples.sql` | refuse missing, duplicate or invalid scores of the needed pairs |
@@ -52,6 +53,7 @@ pub mod sql {
     pub const NEEDED_CHECKS: &str = include_str!("../../sql/label/needed_checks.sql");
     pub const NEEDED_CHECK_EXAMPLES: &str = include_str!("../../sql/label/needed_check_examples.sql");
     pub const ANCESTORS: &str = include_str!("../../sql/label/ancestors.sql");
+    pub const CLASS_ORDER: &str = include_str!("../../sql/label/class_order.sql");
     pub const NEEDED_PAIRS: &str = include_str!("../../sql/label/needed_pairs.sql");
     pub const NEEDED_SCORES: &str = include_str!("../../sql/label/needed_scores.sql");
     pub const THRESHOLDS: &str = include_str!("../../sql/label/thresholds.sql");
@@ -304,7 +306,7 @@ pub fn bind(sql: &str, values: &[(&str, &str)]) -> Result<String> {
 }
 
 /// Run label enhancement in a session where `labels`, `teacher_scores`, `classes`, `ontology` and
-/// `ontology_edges` are registered. Registers the intermediate results (`ontology_ancestors`, `needed_pairs`,
+/// `ontology_edges` are registered. Registers the intermediate results (`ontology_ancestors`, `class_order`, `needed_pairs`,
 /// `needed_scores`: the teacher's scores of those pairs, `thresholds`, `added_type1`, `added_type2`,
 /// `labels_enhanced`, `label_thresholds`) in the session too.
 pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> {
@@ -325,6 +327,8 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     // 55's executors cannot run, so it runs in this process whatever the engine.
     let ancestors = session.query_in_process(sql::ANCESTORS)?;
     session.register_batches("ontology_ancestors", &ancestors)?;
+    let order = session.query_in_process(sql::CLASS_ORDER)?;
+    session.register_batches("class_order", &order)?;
     // The one pass of the rules over the teacher's scores: keep the pairs they can read.
     let needed = session.query_read_only(&bind(
         sql::NEEDED_PAIRS,
