@@ -10,7 +10,8 @@ What psla does, in its order:
   ancestors.sql      -> temp table ontology_ancestors (the ontology's ancestor closure, recursive)
   class_order.sql    -> temp table class_order (each ontology class's rank in mid order)
   needed_pairs.sql   -> temp table needed_pairs (original labels, each rule's candidates and their via)
-  needed_scores.sql  -> temp table needed_scores: the one pass over the scores (plus checks.sql's)
+  score_pass.sql     -> temp table pair_scores: the one pass over the scores, by pair number
+  needed_scores.sql  -> temp table needed_scores: the needed pairs with their scores
   needed_checks.sql  the input checks on the needed pairs' scores (psla's default --check needed)
   thresholds.sql     -> temp table thresholds
   type1.sql, type2.sql -> temp tables added_type1, added_type2
@@ -106,6 +107,7 @@ def main():
     step("class_order", lambda: con.execute("CREATE TEMP TABLE class_order AS " + sql("class_order.sql")))
     step("needed_pairs", lambda: con.execute("CREATE TEMP TABLE needed_pairs AS " + sql(
         "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
+    step("score_pass", lambda: con.execute("CREATE TEMP TABLE pair_scores AS " + sql("score_pass.sql")))
     step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))
     needed_checks = step("checks", lambda: con.execute(sql("needed_checks.sql")).fetchone())
     steps["kept_scores"] = needed_checks[3]

@@ -29,6 +29,7 @@
 --   ${enable_type1}  TRUE | FALSE: include the Type I candidates (children)
 --   ${enable_type2}  TRUE | FALSE: include the Type II candidates (ancestors)
 -- Output: one row per distinct pair, every mid a vocabulary class; no order:
+--   pair Int32           the pair's number, 1..n (what score_pass.sql returns instead of the pair),
 --   clip_id Utf8, mid Utf8,
 --   is_original Boolean  the pair is an original label (its score counts for the class threshold),
 --   type1_via Int32      not an original label and a Type I candidate: the original label that
@@ -80,9 +81,12 @@ pairs AS (
     JOIN vocab_ancestors AS a ON a.descendant = o.mid
     WHERE ${enable_type2}
 )
-SELECT clip_id, mid,
-       bool_or(is_original) AS is_original,
-       CASE WHEN bool_or(is_original) THEN CAST(NULL AS INT) ELSE MIN(via1) END AS type1_via,
-       CASE WHEN bool_or(is_original) THEN CAST(NULL AS INT) ELSE CAST(MIN(via2_key) % 4294967296 AS INT) END AS type2_via
-FROM pairs
-GROUP BY clip_id, mid
+SELECT CAST(ROW_NUMBER() OVER () AS INT) AS pair, clip_id, mid, is_original, type1_via, type2_via
+FROM (
+    SELECT clip_id, mid,
+           bool_or(is_original) AS is_original,
+           CASE WHEN bool_or(is_original) THEN CAST(NULL AS INT) ELSE MIN(via1) END AS type1_via,
+           CASE WHEN bool_or(is_original) THEN CAST(NULL AS INT) ELSE CAST(MIN(via2_key) % 4294967296 AS INT) END AS type2_via
+    FROM pairs
+    GROUP BY clip_id, mid
+) AS grouped

@@ -11,7 +11,8 @@
 //! | ancestors | `ancestors.sql` | `ontology_ancestors`: PSLA's ancestor closure of the ontology (a recursive query; in this process even on a cluster) |
 //! | class order | `class_order.sql` | `class_order`: each ontology class's rank in mid order, how the rules' "smallest mid" is picked |
 //! | needed pairs | `needed_pairs.sql` | the (clip, class) pairs whose score a rule can read: original labels, and each rule's candidates with the original label that makes them one |
-//! | needed scores | `needed_scores.sql` | their scores: the one pass of the rules over the teacher's table |
+//! | score pass | `score_pass.sql` | their scores, by pair number: the one pass of the rules over the teacher's table |
+//! | needed scores | `needed_scores.sql` | the needed pairs with their scores |
 //! | input checks | `needed_checks.sql`, `needed_check_examples.sql` | refuse missing, duplicate or invalid scores of the needed pairs |
 //! | thresholds | `thresholds.sql` | `label_thresholds` |
 //! | Type I | `type1.sql` | the Type I candidates above their class threshold: added children, with the parent that caused each |
@@ -22,7 +23,7 @@
 //! The result equals the output of PSLA's own scripts label for label (tests/label.rs).
 //!
 //! The teacher's table is read once, whatever its size (AudioSet: 1.076 billion scores), by
-//! `needed_scores.sql`, which keeps the ~2% of the scores the rules can read; the checks,
+//! `score_pass.sql`, which keeps the ~2% of the scores the rules can read; the checks,
 //! thresholds, Type I and Type II then run on those. Memory grows with the clips and the needed
 //! pairs, not with the scores. `check = "full"` (`--check full`) adds `checks.sql` and
 //! `check_examples.sql` first: a pass over the whole table that checks every labeled clip is
@@ -55,6 +56,7 @@ pub mod sql {
     pub const ANCESTORS: &str = include_str!("../../sql/label/ancestors.sql");
     pub const CLASS_ORDER: &str = include_str!("../../sql/label/class_order.sql");
     pub const NEEDED_PAIRS: &str = include_str!("../../sql/label/needed_pairs.sql");
+    pub const SCORE_PASS: &str = include_str!("../../sql/label/score_pass.sql");
     pub const NEEDED_SCORES: &str = include_str!("../../sql/label/needed_scores.sql");
     pub const THRESHOLDS: &str = include_str!("../../sql/label/thresholds.sql");
     pub const TYPE1: &str = include_str!("../../sql/label/type1.sql");
@@ -247,7 +249,7 @@ pub struct Enhanced {
     pub added_type1: u64,
     pub added_type2: u64,
     /// Wall seconds of each step, in order: full checks (`check = "full"` only), needed pairs,
-    /// needed scores, checks, thresholds, rules (type1 and type2), merge (with changes).
+    /// score pass, needed scores, checks, thresholds, rules (type1 and type2), merge (with changes).
     pub steps: Vec<(&'static str, f64)>,
 }
 
@@ -307,7 +309,7 @@ pub fn bind(sql: &str, values: &[(&str, &str)]) -> Result<String> {
 
 /// Run label enhancement in a session where `labels`, `teacher_scores`, `classes`, `ontology` and
 /// `ontology_edges` are registered. Registers the intermediate results (`ontology_ancestors`, `class_order`, `needed_pairs`,
-/// `needed_scores`: the teacher's scores of those pairs, `thresholds`, `added_type1`, `added_type2`,
+/// `pair_scores` and `needed_scores`: the teacher's scores of those pairs, `thresholds`, `added_type1`, `added_type2`,
 /// `labels_enhanced`, `label_thresholds`) in the session too.
 pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> {
     let (type1, type2) = params.rules().map_err(Error::invalid)?;
@@ -335,9 +337,15 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
         &[("enable_type1", flag(type1)), ("enable_type2", flag(type2))],
     )?)?;
     session.register_batches("needed_pairs", &needed)?;
+    drop(needed);
     lap("needed pairs");
-    let kept = query_needed_scores(session)?;
+    let scores = query_score_pass(session)?;
+    session.register_batches("pair_scores", &scores)?;
+    drop(scores);
+    lap("score pass");
+    let kept = session.query_read_only(sql::NEEDED_SCORES)?;
     session.register_batches("needed_scores", &kept)?;
+    drop(kept);
     lap("needed scores");
     let checks = check_needed_scores(session)?;
     lap("checks");
@@ -376,7 +384,7 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
     })
 }
 
-/// Run `needed_scores.sql` with its join planned as written. It joins the teacher's scores (up to
+/// Run `score_pass.sql` with its join planned as written. It joins the teacher's scores (up to
 /// billions of rows, streamed from Parquet) with the needed pairs (millions, in memory): the pairs
 /// must be the hash table, built once and probed by every partition of the scan (CollectLeft).
 /// DataFusion's defaults would choose otherwise: a partitioned join (collecting a side only under
@@ -385,7 +393,7 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
 /// size), i.e. load every score into memory. So, for this one query: no swap, the left side
 /// (needed_pairs) collected whatever its size, and no dynamic filter (it would test every score row
 /// against the same hash table a second time). The session's settings are restored afterwards.
-fn query_needed_scores(session: &Session) -> Result<TableData> {
+fn query_score_pass(session: &Session) -> Result<TableData> {
     let state = session.context().state_ref();
     let saved = state.read().config().options().optimizer.clone();
     {
@@ -396,7 +404,7 @@ fn query_needed_scores(session: &Session) -> Result<TableData> {
         optimizer.hash_join_single_partition_threshold_rows = usize::MAX;
         optimizer.enable_join_dynamic_filter_pushdown = false;
     }
-    let result = session.query_read_only(sql::NEEDED_SCORES);
+    let result = session.query_read_only(sql::SCORE_PASS);
     state.write().config_mut().options_mut().optimizer = saved;
     result
 }
