@@ -1,5 +1,6 @@
 -- needed_checks.sql -- the input checks of the label stage's default `check = "needed"`, as one
--- row of counts, from the result of its one pass over the teacher's scores (needed_scores.sql).
+-- row of counts, from the result of its one pass over the teacher's scores (score_pass.sql,
+-- joined back to the pairs by needed_scores.sql).
 --
 -- The rules read the teacher's score of every needed pair (needed_pairs.sql) and nothing else.
 -- The stage refuses to go on when one of those pairs has no score, more than one, or an invalid

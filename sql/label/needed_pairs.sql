@@ -5,7 +5,7 @@
 -- children of an original label (through a non-abstract parent), type2.sql those of its
 -- in-vocabulary ancestors (through non-abstract parents). Nothing else of the teacher's table is
 -- ever read, and these pairs are ~2% of it (AudioSet: ~16M of 1.076 billion), so the label stage
--- scans the teacher's scores once, keeping only these pairs and their flags (needed_scores.sql),
+-- scans the teacher's scores once, keeping only these pairs' scores (score_pass.sql),
 -- and the rules are then filters of what it kept: the same result as PSLA's scripts on the whole
 -- table (tests/label.rs checks all 15 threshold kinds x rule sets against them).
 --
