@@ -251,7 +251,7 @@ pub fn run(plan: &Plan, root: &RunRoot, opts: &RunOptions, out: &mut dyn Write) 
         }
         let engine = opts.engine.as_ref().unwrap_or(&plan.engine);
         let line = match shards {
-            Shards::Complete(set) => merge_shards(stage, &set, root, &mut manifest, opts.progress, engine)?,
+            Shards::Complete(set) => execute(stage, root, &mut manifest, opts.progress, engine, Some(&set))?,
             Shards::Incomplete { n, done, missing } => {
                 return Err(Error::Stage {
                     stage: id.clone(),
@@ -295,19 +295,9 @@ pub fn run_stage(
     execute(stage, root, manifest, progress, engine, None)
 }
 
-/// Merge the committed shards of a features stage into its tables (see [`super::shard`]) and commit
-/// them with the stage's record, removing the shards' tables and records. Returns the summary line.
-fn merge_shards(
-    stage: &PlannedStage,
-    set: &ShardSet,
-    root: &RunRoot,
-    manifest: &mut Manifest,
-    progress: bool,
-    engine: &crate::cluster::Engine,
-) -> Result<String> {
-    execute(stage, root, manifest, progress, engine, Some(set))
-}
-
+/// Run a stage, or with `shards` merge its committed shards into its tables (see
+/// [`super::shard`]), and commit its tables and record (with shards: removing the shards' tables
+/// and records in the same commit). Returns the summary line.
 fn execute(
     stage: &PlannedStage,
     root: &RunRoot,
