@@ -825,9 +825,9 @@ pub fn merge_shards(ctx: &StageContext, shards: &[std::collections::BTreeMap<Str
     let features = ctx.root.stage_concatenation(&ctx.table_name("features"), &features, ctx.id)?;
     let rejects = ctx.root.stage_concatenation(&ctx.table_name("features_rejects"), &entries("features_rejects")?, ctx.id)?;
     let mut stats = FbankStats::default();
-    for m in shards {
+    for (m, entry) in shards.iter().zip(entries("feature_stats")?) {
         let name = m.get("feature_stats").map(String::as_str).unwrap_or("feature_stats");
-        stats.merge(&FbankStats::from_table(&ctx.root.read_table(name)?).map_err(|e| Error::table(name, e.to_string()))?);
+        stats.merge(&FbankStats::from_table(&ctx.root.read_entry(name, &entry)?).map_err(|e| Error::table(name, e.to_string()))?);
     }
     let stats_table = ctx.stage_table("feature_stats", stats_schema(), &[stats.to_batch()?])?;
     let detail = format!(

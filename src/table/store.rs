@@ -558,7 +558,11 @@ impl RunRoot {
 
     /// Read a whole committed table.
     pub fn read_table(&self, name: &str) -> Result<TableData> {
-        let entry = self.table_entry(name)?;
+        self.read_entry(name, &self.table_entry(name)?)
+    }
+
+    /// Read the files of a table entry of this root (one already looked up in a manifest).
+    pub fn read_entry(&self, name: &str, entry: &TableEntry) -> Result<TableData> {
         let mut schema = None;
         let mut batches = Vec::new();
         for file in &entry.files {
