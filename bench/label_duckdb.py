@@ -12,6 +12,8 @@ What psla does, in its order:
   needed_pairs.sql   -> temp table needed_pairs (original labels, each rule's candidates and their via)
   score_pass.sql     -> temp table pair_scores: the one pass over the scores, by pair number
   needed_scores.sql  -> temp table needed_scores: the needed pairs with their scores
+                        (needed_pairs dropped after it, pair_scores after the checks, needed_scores
+                        after type2: where psla drops them)
   needed_checks.sql  the input checks on the needed pairs' scores (psla's default --check needed)
   thresholds.sql     -> temp table thresholds
   type1.sql, type2.sql -> temp tables added_type1, added_type2
@@ -109,7 +111,9 @@ def main():
         "needed_pairs.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE")))
     step("score_pass", lambda: con.execute("CREATE TEMP TABLE pair_scores AS " + sql("score_pass.sql")))
     step("needed_scores", lambda: con.execute("CREATE TEMP TABLE needed_scores AS " + sql("needed_scores.sql")))
+    con.execute("DROP TABLE needed_pairs")   # psla drops the large intermediates where it does
     needed_checks = step("checks", lambda: con.execute(sql("needed_checks.sql")).fetchone())
+    con.execute("DROP TABLE pair_scores")
     steps["kept_scores"] = needed_checks[3]
     assert needed_checks[4:7] == (0, 0, 0), f"needed_checks.sql: {needed_checks}"
     kind, pct = KINDS[args.threshold]
@@ -118,6 +122,7 @@ def main():
     con.execute("CREATE VIEW label_thresholds AS SELECT * FROM thresholds")
     step("type1", lambda: con.execute("CREATE TEMP TABLE added_type1 AS " + sql("type1.sql")))
     step("type2", lambda: con.execute("CREATE TEMP TABLE added_type2 AS " + sql("type2.sql")))
+    con.execute("DROP TABLE needed_scores")
     merge = sql("merge.sql", enable_type1="TRUE" if t1 else "FALSE", enable_type2="TRUE" if t2 else "FALSE",
                 threshold_kind=args.threshold).replace("first_value(", "first(")
     step("merge", lambda: con.execute("CREATE TEMP TABLE labels_enhanced AS " + merge))

@@ -639,7 +639,6 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    psla::malloc::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

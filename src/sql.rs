@@ -205,6 +205,16 @@ impl Session {
         Ok(())
     }
 
+    /// Drop the table `name` from the session (every context), freeing what it holds in memory; a
+    /// name the session does not know is not an error.
+    pub fn deregister(&mut self, name: &str) -> Result<()> {
+        for ctx in self.contexts() {
+            ctx.deregister_table(name)?;
+        }
+        self.tables.retain(|t| t != name);
+        Ok(())
+    }
+
     /// On a cluster: write `data` under the scratch folder and register it from there.
     fn register_batches_as_parquet(&mut self, name: &str, data: &TableData) -> Result<()> {
         let c = self.cluster.as_mut().expect("a cluster session");

@@ -7,7 +7,10 @@
 -- one: it would otherwise guess. Scores the rules never read cannot change the result and are
 -- not looked at; checks.sql (`check = "full"`) checks every labeled clip x every class instead,
 -- at the cost of one more pass over the whole table.
--- Inputs: labels (clip_id, mid), classes (index, mid, display_name), needed_pairs, needed_scores.
+-- Inputs: labels (clip_id, mid), classes (index, mid, display_name), pair_scores (score_pass.sql's
+--   result), needed_scores. The number of needed pairs is read from pair_scores: the pairs are
+--   numbered 1..n and the pass's LEFT join returns each at least once, so it is MAX(pair); the
+--   label stage has dropped the needed pairs themselves by now (their memory is needed next).
 -- Placeholders: none.
 -- Output (one row, all Int64):
 --   labeled_clips              distinct clips with at least one original label
@@ -28,7 +31,7 @@ WITH kept AS (
     FROM needed_scores
 ),
 pairs AS (
-    SELECT COUNT(*) AS n FROM needed_pairs
+    SELECT CAST(COALESCE(MAX(pair), 0) AS BIGINT) AS n FROM pair_scores
 )
 SELECT
     (SELECT COUNT(*) FROM (SELECT DISTINCT clip_id FROM labels) AS c) AS labeled_clips,

@@ -452,6 +452,7 @@ impl Scorer {
     /// Load every checkpoint of `params`. `stats`: the normalisation for `normalize = "stats"`.
     pub fn load(params: &ScoreParams, stats: Option<Normalization>) -> Result<Scorer> {
         params.validate()?;
+        crate::malloc::keep_freed_memory();
         let device = crate::model::device::parse(&params.device)?;
         let choice = params.normalize_choice();
         let mut members = Vec::new();

@@ -337,6 +337,7 @@ fn fingerprint(stage: &TrainStage, ctx: &StageContext) -> Result<String> {
 pub fn train(stage: &TrainStage, ctx: &StageContext) -> Result<TrainOutcome> {
     let cfg = &stage.config;
     let p = &stage.params;
+    crate::malloc::keep_freed_memory();
     let started = Instant::now();
     if let Some(n) = p.threads {
         tch::set_num_threads(n as i32);
