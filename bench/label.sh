@@ -14,6 +14,8 @@
 #     the same SQL;
 #     with PSLA_BENCH_FULL_CHECK=1, also both with --check full (checks.sql first: one more pass
 #     over the whole score table);
+#  3b. DuckDB running the same job written for DuckDB from scratch (bench/label_duckdb_native.py:
+#     its own query, not psla's plan), so psla is also measured against DuckDB's best plan;
 #  4. the outputs compared label for label (clip_id, mid, origin, via_mid; thresholds), untimed;
 #  5. a summary table: times, peaks and the ratios psla / DuckDB.
 #  PSLA_BENCH_REPEAT rounds (default 1) of 2 and 3, alternating; the table shows medians.
@@ -33,7 +35,8 @@
 #                         that many cores (taskset) where the machine has more
 #  PSLA_BENCH_FULL_CHECK  1: also time psla and DuckDB with --check full
 #  PSLA_BENCH_REPEAT      rounds of the timed runs [1]
-#  PSLA_BENCH_SKIP_PSLA / PSLA_BENCH_SKIP_DUCKDB  1: skip that tool
+#  PSLA_BENCH_SKIP_PSLA / PSLA_BENCH_SKIP_DUCKDB / PSLA_BENCH_SKIP_NATIVE  1: skip that run
+#                         (psla / DuckDB on psla's SQL / DuckDB's own query)
 #  PSLA_BENCH_KEEP_OUT    1: keep the output Parquet files
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -144,6 +147,11 @@ for i in $(seq 1 "$REPEAT"); do
   if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then
     duckdb_run "duckdb-$i"
   fi
+  if [ "${PSLA_BENCH_SKIP_NATIVE:-0}" != 1 ]; then
+    measure "duckdb_native-$i" "$PY" "$ROOT/bench/label_duckdb_native.py" --labels "$LABELS" --teacher "$TEACHER" \
+      --ontology "$ONTOLOGY" --classes "$CLASSES" --out "$RUN/duckdb_native-$i.parquet" --threads "$THREADS" \
+      --temp-dir "$RUN/duckdb.tmp"
+  fi
   if [ "${PSLA_BENCH_FULL_CHECK:-0}" = 1 ]; then
     if [ "${PSLA_BENCH_SKIP_PSLA:-0}" != 1 ]; then
       measure "psla_full-$i" "${PIN[@]}" "$PSLA" label --labels "$LABELS" --teacher "$TEACHER" --ontology "$ONTOLOGY" \
@@ -152,7 +160,7 @@ for i in $(seq 1 "$REPEAT"); do
     if [ "${PSLA_BENCH_SKIP_DUCKDB:-0}" != 1 ]; then duckdb_run "duckdb_full-$i" --check full; fi
   fi
 done
-for pair in psla:duckdb psla_full:duckdb_full; do
+for pair in psla:duckdb psla:duckdb_native psla_full:duckdb_full; do
   ours=${pair%%:*} name=${pair##*:}
   if [ -f "$RUN/$ours.parquet" ] && [ -f "$RUN/$name-1.parquet" ]; then
     log "comparing $ours's output with $name's"

@@ -14,8 +14,9 @@ import statistics
 import sys
 
 RUNS = [("psla", "psla label"), ("duckdb", "DuckDB, psla's SQL (same job)"),
+        ("duckdb_native", "DuckDB, its own query (same job)"),
         ("psla_full", "psla label --check full"), ("duckdb_full", "DuckDB, psla's SQL, --check full")]
-PAIRS = [("psla", "duckdb"), ("psla_full", "duckdb_full")]  # (psla run, the DuckDB run of the same job)
+PAIRS = [("psla", "duckdb"), ("psla", "duckdb_native"), ("psla_full", "duckdb_full")]  # (psla run, the DuckDB run of the same job)
 NAMES = dict(RUNS)
 
 
