@@ -442,8 +442,17 @@ fn with_string_views(data: TableData, names: &[&str]) -> Result<TableData> {
             .columns()
             .iter()
             .zip(schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { arrow::compute::cast(c, f.data_type()) })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    return Ok(c.clone());
+                }
+                // The cast makes views into the strings' buffer, which the view array then keeps
+                // alive even when every string is inlined; gc() drops it (~20 bytes a pair).
+                use arrow::array::AsArray;
+                let view = arrow::compute::cast(c, f.data_type())?;
+                Ok(std::sync::Arc::new(view.as_string_view().gc()) as arrow::array::ArrayRef)
+            })
+            .collect::<std::result::Result<Vec<_>, arrow::error::ArrowError>>()?;
         batches.push(arrow::record_batch::RecordBatch::try_new(schema.clone(), columns)?);
     }
     Ok(TableData { schema, batches })
