@@ -15,7 +15,7 @@
 #     with PSLA_BENCH_FULL_CHECK=1, also both with --check full (checks.sql first: one more pass
 #     over the whole score table);
 #  3b. DuckDB running the same job written for DuckDB from scratch (bench/label_duckdb_native.py:
-#     its own query, not psla's plan), so psla is also measured against DuckDB's best plan;
+#     its own query, not psla's plan), so psla is also measured against DuckDB's own plan;
 #  4. the outputs compared label for label (clip_id, mid, origin, via_mid; thresholds), untimed;
 #  5. a summary table: times, peaks and the ratios psla / DuckDB.
 #  PSLA_BENCH_REPEAT rounds (default 1) of 2 and 3, alternating; the table shows medians.
