@@ -340,7 +340,7 @@ pub fn enhance(session: &mut Session, params: &LabelParams) -> Result<Enhanced> 
         sql::NEEDED_PAIRS,
         &[("enable_type1", flag(type1)), ("enable_type2", flag(type2))],
     )?)?;
-    let needed = with_string_views(needed, &["clip_id", "mid"])?;
+    let needed = one_batch(with_string_views(needed, &["clip_id", "mid"])?)?;
     session.register_batches("needed_pairs", &needed)?;
     drop(needed);
     crate::malloc::release();
@@ -456,6 +456,16 @@ fn with_string_views(data: TableData, names: &[&str]) -> Result<TableData> {
         batches.push(arrow::record_batch::RecordBatch::try_new(schema.clone(), columns)?);
     }
     Ok(TableData { schema, batches })
+}
+
+/// `data` as one record batch. The score pass builds its hash table on the needed pairs; from one
+/// batch, the build side is that batch (arrow's concat of a single array is a slice), from many it
+/// is a concatenated copy. Measured at AudioSet scale (16M pairs, back-to-back runs): peak RSS
+/// 2131-2134 MB against 2187-2227 MB.
+fn one_batch(data: TableData) -> Result<TableData> {
+    let one = arrow::compute::concat_batches(&data.schema, &data.batches)?;
+    drop(data.batches);
+    Ok(TableData { schema: data.schema, batches: vec![one] })
 }
 
 /// One row of counts (`Int64` columns) from `sql`, read by name.
