@@ -55,6 +55,29 @@ def quote(path):
     return "'" + os.path.abspath(path).replace("'", "''") + "'"
 
 
+def connect(threads, temp_dir=None):
+    """A DuckDB connection with `threads` threads, spilling to `temp_dir` when given."""
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    if temp_dir:
+        con.execute(f"SET temp_directory = {quote(temp_dir)}")
+    return con
+
+
+def register_ontology(con, path):
+    """Register the ontology tables `ontology` (id, is_abstract) and `ontology_edges` (parent, child)
+    as psla's ingest builds them (src/stages/ingest.rs vocabulary_tables): abstract means
+    restrictions == ["abstract"], and edges go only to children that are ontology entries."""
+    onto = json.load(open(path))
+    con.register("ontology", pa.table({
+        "id": [o["id"] for o in onto],
+        "is_abstract": [o.get("restrictions") == ["abstract"] for o in onto],
+    }))
+    ids = {o["id"] for o in onto}
+    edges = [(o["id"], c) for o in onto for c in o.get("child_ids", []) if c in ids]
+    con.register("ontology_edges", pa.table({"parent": [p for p, _ in edges], "child": [c for _, c in edges]}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--labels", required=True)
@@ -74,20 +97,8 @@ def main():
 
     steps = {}
     started = time.monotonic()
-    con = duckdb.connect()
-    con.execute(f"SET threads = {args.threads}")
-    if args.temp_dir:
-        con.execute(f"SET temp_directory = {quote(args.temp_dir)}")
-
-    # the vocabulary tables, as psla's ingest builds them (src/stages/ingest.rs vocabulary_tables)
-    onto = json.load(open(args.ontology))
-    con.register("ontology", pa.table({
-        "id": [o["id"] for o in onto],
-        "is_abstract": [o.get("restrictions") == ["abstract"] for o in onto],
-    }))
-    ids = {o["id"] for o in onto}
-    edges = [(o["id"], c) for o in onto for c in o.get("child_ids", []) if c in ids]
-    con.register("ontology_edges", pa.table({"parent": [p for p, _ in edges], "child": [c for _, c in edges]}))
+    con = connect(args.threads, args.temp_dir)
+    register_ontology(con, args.ontology)
     con.execute(f"""CREATE TEMP TABLE classes AS
         SELECT CAST("index" AS INTEGER) AS "index", mid, display_name
         FROM read_csv({quote(args.classes)}, header = true)""")

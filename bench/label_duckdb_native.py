@@ -24,15 +24,11 @@ small); every step over clips runs in DuckDB. Prints one JSON line: counts and s
 
 import argparse
 import json
-import os
 import time
 
 import duckdb
-import pyarrow as pa
 
-
-def quote(path):
-    return "'" + os.path.abspath(path).replace("'", "''") + "'"
+from label_duckdb import connect, quote, register_ontology   # the input tables, as label_duckdb.py builds them
 
 
 def main():
@@ -45,18 +41,8 @@ def main():
 
     started = time.monotonic()
     steps = {}
-    con = duckdb.connect()
-    con.execute(f"SET threads = {args.threads}")
-    if args.temp_dir:
-        con.execute(f"SET temp_directory = {quote(args.temp_dir)}")
-
-    onto = json.load(open(args.ontology))
-    ids = {o["id"] for o in onto}
-    con.register("onto_py", pa.table({
-        "id": [o["id"] for o in onto],
-        "is_abstract": [o.get("restrictions") == ["abstract"] for o in onto]}))
-    edges = [(o["id"], c) for o in onto for c in o.get("child_ids", []) if c in ids]
-    con.register("edges_py", pa.table({"parent": [p for p, _ in edges], "child": [c for _, c in edges]}))
+    con = connect(args.threads, args.temp_dir)
+    register_ontology(con, args.ontology)
 
     def step(name, q):
         t = time.monotonic()
@@ -66,7 +52,7 @@ def main():
     step("vocabulary", f"""
         CREATE TEMP TABLE vocab AS SELECT DISTINCT mid FROM read_csv({quote(args.classes)}, header = true);
         CREATE TEMP TABLE links AS   -- child -> non-abstract parent
-            SELECT DISTINCT e.child, e.parent FROM edges_py e JOIN onto_py o ON o.id = e.parent
+            SELECT DISTINCT e.child, e.parent FROM ontology_edges e JOIN ontology o ON o.id = e.parent
             WHERE NOT o.is_abstract;
         CREATE TEMP TABLE closure AS
             WITH RECURSIVE walk(descendant, ancestor, depth) AS (

@@ -464,7 +464,6 @@ fn with_string_views(data: TableData, names: &[&str]) -> Result<TableData> {
 /// 2131-2134 MB against 2187-2227 MB.
 fn one_batch(data: TableData) -> Result<TableData> {
     let one = arrow::compute::concat_batches(&data.schema, &data.batches)?;
-    drop(data.batches);
     Ok(TableData { schema: data.schema, batches: vec![one] })
 }
 
