@@ -37,6 +37,22 @@ pub(crate) fn s3() -> &'static S3 {
                 let mut builder = s3s::service::S3ServiceBuilder::new(fs);
                 builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 let service = builder.build();
+                // s3s-fs checks `If-None-Match: *` and then writes (a temporary file renamed over the
+                // key), so two conditional puts of one key racing each other can both succeed, the
+                // later one replacing the earlier. S3 itself (and GCS, Azure) decides such puts
+                // atomically, and psla's commits rely on that (src/table/store.rs), so this server
+                // makes its conditional puts one at a time: without that, shards committing at once
+                // here could lose a commit that real S3 would have refused and psla retried.
+                let conditional = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (service, conditional) = (service.clone(), conditional.clone());
+                    async move {
+                        let is_conditional = req.method() == hyper::Method::PUT
+                            && (req.headers().contains_key("if-none-match") || req.headers().contains_key("if-match"));
+                        let _one_at_a_time = if is_conditional { Some(conditional.lock().await) } else { None };
+                        hyper::service::Service::call(&service, req).await
+                    }
+                });
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -322,4 +338,54 @@ fn storage_options_configure_the_store_without_environment_variables() {
     run_ok(&mut c);
     let tables = tables_of(&committed(&on_disk));
     assert!(tables.iter().any(|t| t.0 == "clips" && t.1 == 22_160), "{tables:?}");
+}
+
+/// What psla's commits rely on (src/table/store.rs): of several writers creating one object at once
+/// with `PutMode::Create` (`If-None-Match: *` on S3, an exclusive create on a local disk), exactly one
+/// succeeds and the object holds its bytes. Real S3 decides this atomically; the test server is made
+/// to (see [`s3`]), and this checks it and the local store.
+#[test]
+fn concurrent_conditional_creates_of_one_key_let_exactly_one_writer_win() {
+    use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+    let dir = tempdir();
+    let local: std::sync::Arc<dyn ObjectStore> =
+        std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let s3_store: std::sync::Arc<dyn ObjectStore> = std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&s3().endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    for (round, store) in (0..10).map(|r| (r, if r % 2 == 0 { &s3_store } else { &local })) {
+        let key = object_store::path::Path::from(format!("races/key-{round}.json"));
+        let results = rt.block_on(async {
+            let puts = (0..12).map(|w| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move {
+                    // A payload large enough that writing it takes a while on the server.
+                    let body = vec![b'a' + w as u8; 256 * 1024];
+                    let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+                    (w, store.put_opts(&key, PutPayload::from(body), create).await)
+                })
+            });
+            futures::future::join_all(puts).await
+        });
+        let mut winners = Vec::new();
+        for r in results {
+            match r.unwrap() {
+                (w, Ok(_)) => winners.push(w),
+                (_, Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })) => {}
+                (w, Err(e)) => panic!("writer {w}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: writers {winners:?} all created {key}");
+        let got = rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
+        assert!(got.iter().all(|&b| b == b'a' + winners[0] as u8), "round {round}: {key} holds another writer's bytes");
+    }
 }
