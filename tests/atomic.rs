@@ -90,3 +90,68 @@ fn sigkill_mid_write_leaves_the_previous_version_and_a_rerun_completes_identical
         assert_eq!(versions.len(), 1, "{name}: {versions:?}");
     }
 }
+
+/// Two writers of one table at once (the same stage started twice on one root, or a retried job
+/// beside the one it retries): each writes its own folder, the first commit wins, the second is
+/// refused, and the committed table holds exactly the winner's rows. Both plain and resumable
+/// writers (`features` uses the latter).
+#[test]
+fn two_writers_of_one_table_at_once_cannot_mix_their_files() {
+    use arrow::array::AsArray;
+    use psla::table::RunRoot;
+    let dir = tempdir();
+    let root = RunRoot::open(&dir.path().to_string_lossy()).unwrap();
+    let schema = psla::stages::features::rejects_schema();
+    let batch = |ids: &[&str]| {
+        let rows: Vec<_> = ids
+            .iter()
+            .map(|i| psla::stages::features::Reject { clip_id: i.to_string(), audio_uri: String::new(), reason: "r".into() })
+            .collect();
+        psla::stages::features::rejects_batch(&rows).unwrap()
+    };
+    let ids = |root: &RunRoot| -> Vec<String> {
+        let t = root.read_table("t").unwrap();
+        t.batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(String::from).collect::<Vec<_>>()).collect()
+    };
+    for resumable in [false, true] {
+        let open = || match resumable {
+            true => root.table_writer_resumable("t", schema.clone(), "a").unwrap().0,
+            false => root.table_writer("t", schema.clone(), "a").unwrap(),
+        };
+        let before = root.manifest().unwrap().tables.get("t").map(|e| e.version);
+        let mut a = open();
+        a.write(&batch(&["a1", "a2"])).unwrap();
+        a.checkpoint().unwrap();
+        // The second writer starts while the first is mid-write, and writes more files than it.
+        let mut b = open();
+        assert_ne!(a.dir(), b.dir(), "two writers share a folder");
+        b.write(&batch(&["b1"])).unwrap();
+        b.checkpoint().unwrap();
+        b.write(&batch(&["b2"])).unwrap();
+        a.write(&batch(&["a3"])).unwrap();
+        let (a, b) = (a.finish().unwrap(), b.finish().unwrap());
+        root.commit(vec![a], None).unwrap();
+        let loser = dir.path().join(&b.entry.dir);
+        let err = root.commit(vec![b], None).unwrap_err().to_string();
+        assert!(err.contains("committed by another writer"), "{err}");
+        assert!(!loser.exists(), "the refused writer's folder is removed");
+        let entry = root.manifest().unwrap().tables["t"].clone();
+        assert_eq!(Some(entry.version), Some(before.map_or(1, |v| v + 1)));
+        assert_eq!(ids(&root), ["a1", "a2", "a3"], "resumable: {resumable}");
+        assert_eq!(entry.rows, 3);
+        // The table's folder holds its files and nothing else (SQL reads the folder).
+        let mut on_disk: Vec<String> = fs::read_dir(dir.path().join(&entry.dir))
+            .unwrap()
+            .map(|e| format!("{}/{}", entry.dir, e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        assert_eq!(on_disk, entry.files, "resumable: {resumable}");
+        // After the next commit of the table only its folder is left.
+        let w = root.table_writer("t", schema.clone(), "c").unwrap();
+        let c = w.finish().unwrap();
+        let kept = c.entry.dir.clone();
+        root.commit(vec![c], None).unwrap();
+        let folders: Vec<String> = fs::read_dir(dir.path().join("tables/t")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(folders, [kept.rsplit('/').next().unwrap()], "resumable: {resumable}");
+    }
+}

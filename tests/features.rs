@@ -385,7 +385,7 @@ fn a_resumable_writer_keeps_completed_files_after_a_kill_and_drops_the_rest() {
             .collect();
         psla::stages::features::rejects_batch(&rows).unwrap()
     };
-    {
+    let killed = {
         let (mut w, done) = root.table_writer_resumable("t", schema.clone(), "test").unwrap();
         assert!(done.is_empty());
         w.write(&batch(&["a", "b"])).unwrap();
@@ -394,12 +394,15 @@ fn a_resumable_writer_keeps_completed_files_after_a_kill_and_drops_the_rest() {
         w.checkpoint().unwrap();
         w.write(&batch(&["d"])).unwrap();
         // Killed here: "d" was never completed. Simulate a file written after the last journal update.
-        fs::write(dir.path().join("tables/t/v000001/part-00099.parquet"), b"half").unwrap();
-    }
+        fs::write(dir.path().join(w.dir()).join("part-00099.parquet"), b"half").unwrap();
+        dir.path().join(w.dir())
+    };
     let (w, done) = root.table_writer_resumable("t", schema.clone(), "test").unwrap();
     assert_eq!(done.len(), 2, "{done:?}");
     assert_eq!(w.rows(), 3);
-    assert!(!dir.path().join("tables/t/v000001/part-00099.parquet").exists());
+    // The recorded files are taken over into the new writer's own folder; the unrecorded one is not.
+    assert!(done.iter().all(|f| f.starts_with(&format!("{}/", w.dir()))), "{done:?} not in {}", w.dir());
+    assert!(!dir.path().join(w.dir()).join("part-00099.parquet").exists());
     let ids: Vec<String> = done
         .iter()
         .flat_map(|f| root.read_parquet_file(f).unwrap())
@@ -410,7 +413,9 @@ fn a_resumable_writer_keeps_completed_files_after_a_kill_and_drops_the_rest() {
     assert_eq!(staged.entry.rows, 3);
     root.commit(vec![staged], None).unwrap();
     assert_eq!(root.read_table("t").unwrap().num_rows(), 3);
-    assert!(!dir.path().join("tables/t/v000001/_progress.json").exists(), "the journal is gone after finishing");
+    let committed = root.manifest().unwrap().tables["t"].dir.clone();
+    assert!(!dir.path().join(&committed).join("_progress.json").exists(), "the journal is gone after finishing");
+    assert!(!killed.exists(), "the killed writer's folder is removed by the commit");
     // A journal for another schema is discarded.
     let (_, done) = root.table_writer_resumable("t", psla::stages::features::stats_schema(), "test").unwrap();
     assert!(done.is_empty());

@@ -19,7 +19,7 @@ pub struct Manifest {
 /// One committed table version.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TableEntry {
-    /// Monotonic per table; the data lives in `tables/<name>/v<version>/`.
+    /// Monotonic per table; the data lives in `dir`, `tables/<name>/v<version>-<token>/`.
     pub version: u64,
     /// Folder of this version, relative to the run root.
     pub dir: String,

@@ -2,8 +2,9 @@
 //! `tables/<name>/v<N>/*.parquet` and `models/<name>/`.
 //!
 //! ## How a write stays atomic
-//! 1. A [`TableWriter`] writes Parquet files into `tables/<name>/v<N>/`, where N is one more than the
-//!    committed version. Nothing refers to that folder yet: readers go through the manifest.
+//! 1. A [`TableWriter`] writes Parquet files into `tables/<name>/v<N>-<token>/`, where N is one more than
+//!    the committed version and the token is drawn by the writer: two writers of one table at once
+//!    never share a folder. Nothing refers to that folder yet: readers go through the manifest.
 //! 2. [`RunRoot::commit`] writes the next manifest as a new object `_manifests/<generation>.json`
 //!    (20 digits), with a conditional put that fails if the object exists (`PutMode::Create`: an
 //!    exclusive create on a local disk, `If-None-Match: *` on S3, the same on GCS and Azure). That
@@ -15,19 +16,21 @@
 //! 3. `manifest.json` is then rewritten with the same content, as a convenience for people and tools
 //!    that read one file (it can lag behind the log if a process dies between the two puts; psla
 //!    itself never reads it when the log exists). Log entries older than the last
-//!    [`MANIFESTS_KEPT`] are removed, and so are the folders of replaced versions. A process killed
-//!    at any moment leaves at worst an uncommitted `v<N>` folder, which the next writer of that table
-//!    clears before writing.
+//!    [`MANIFESTS_KEPT`] are removed, and so are the table's folders up to the committed version
+//!    (replaced versions, writers that lost this version's commit). A process killed at any moment
+//!    leaves at worst an uncommitted folder, which the next commit of that table removes.
 //!
 //! Roots written before the log existed have only `manifest.json`; it is read as the manifest until
 //! the first commit adds the log.
 //!
 //! ## Resuming a long write
 //! A writer opened with [`RunRoot::table_writer_resumable`] records each Parquet file it completes in
-//! `v<N>/_progress.json` (written after the file, in one put). When the process is killed, the next
-//! resumable writer of that table keeps the recorded files, drops anything else in the folder, and
-//! tells its caller which files are already there, so a stage (features) redoes only the rows of the
-//! file that was open. The journal is removed when the writer finishes.
+//! `v<N>-<token>/_progress.json` (written after the file, in one put). When the process is killed, the
+//! next resumable writer of that version copies the recorded files into its own folder (server-side
+//! copies, hard links on a local disk), leaves the rest, and tells its caller which files are already
+//! there, so a stage (features) redoes only the rows of the file that was open. The interrupted folder
+//! is never written again (its writer may in fact still be running). The journal is removed when the
+//! writer finishes.
 //!
 //! Local folders and object-store URLs go through the same code (object_store; see [`storage`] for
 //! how stores are configured).
@@ -303,10 +306,9 @@ impl RunRoot {
             .max())
     }
 
-    /// Start writing a new version of `name`. Clears leftovers of an interrupted earlier attempt.
+    /// Start writing a new version of `name`, in a folder of its own (see [`TableWriter::dir`]).
     pub fn table_writer(&self, name: &str, schema: SchemaRef, written_by: &str) -> Result<TableWriter> {
         let mut w = self.new_writer(name, schema, written_by)?;
-        self.delete_prefix(&w.dir)?;
         w.resumable = false;
         Ok(w)
     }
@@ -322,32 +324,42 @@ impl RunRoot {
         written_by: &str,
     ) -> Result<(TableWriter, Vec<String>)> {
         let mut w = self.new_writer(name, schema, written_by)?;
-        let journal_path = format!("{}/{JOURNAL}", w.dir);
-        let journal: Option<Journal> = match self.read_bytes(&journal_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-            Err(Error::ObjectStore(object_store::Error::NotFound { .. })) => None,
-            Err(e) => return Err(e),
-        };
-        let journal = journal.filter(|j| j.schema == schema_strings(&w.schema));
-        let Some(journal) = journal else {
-            self.delete_prefix(&w.dir)?;
-            return Ok((w, Vec::new()));
-        };
-        // Drop files written after the last journal update.
-        let listed: Vec<_> = runtime().block_on(self.store.list(Some(&self.path(&w.dir))).try_collect::<Vec<_>>())?;
-        for meta in listed {
-            let rel = self.rel(&meta.location);
-            if rel != journal_path && !journal.files.iter().any(|f| f.path == rel) {
-                runtime().block_on(self.store.delete(&meta.location))?;
+        // An interrupted writer of this version left a folder `v<N>-<token>/` with a journal: take
+        // over the one with the most recorded files (and the same schema). Its recorded files are
+        // copied into this writer's own folder (server-side copies, hard links on a local disk), so
+        // the folder taken over is never written to: were its writer still running, neither would
+        // see the other's files. It is removed with the other leftovers by the next commit of the table.
+        let mut best: Option<Journal> = None;
+        for folder in self.version_folders(name)?.into_iter().filter(|(v, _)| *v == w.version).map(|(_, f)| f) {
+            let journal: Option<Journal> = match self.read_bytes(&format!("{folder}/{JOURNAL}")) {
+                Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+                Err(Error::ObjectStore(object_store::Error::NotFound { .. })) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(j) = journal.filter(|j| j.schema == schema_strings(&w.schema)) {
+                if best.as_ref().is_none_or(|b| j.files.len() > b.files.len()) {
+                    best = Some(j);
+                }
             }
         }
-        for f in &journal.files {
+        let Some(journal) = best.filter(|j| !j.files.is_empty()) else {
+            return Ok((w, Vec::new()));
+        };
+        let mut pairs = Vec::new();
+        for (i, mut f) in journal.files.into_iter().enumerate() {
+            let to = format!("{}/part-{i:05}.parquet", w.dir);
+            let from = std::mem::replace(&mut f.path, to);
+            pairs.push((from, f.path.clone()));
             w.rows += f.rows;
             w.bytes += f.bytes;
             w.files.push(f.path.clone());
             w.file_hashes.push(f.sha256.clone());
+            w.journal.push(f);
         }
-        w.journal = journal.files;
+        self.copy_files(&pairs)?;
+        // Recorded here at once, so that a writer killed before its next file resumes from this folder.
+        let journal = Journal { schema: schema_strings(&w.schema), files: w.journal.clone() };
+        self.write_bytes(&format!("{}/{JOURNAL}", w.dir), serde_json::to_vec_pretty(&journal)?)?;
         let files = w.files.clone();
         Ok((w, files))
     }
@@ -360,7 +372,7 @@ impl RunRoot {
             name: name.to_string(),
             written_by: written_by.to_string(),
             version,
-            dir: format!("tables/{name}/v{version:06}"),
+            dir: format!("tables/{name}/v{version:06}-{:08x}", rand::random::<u32>()),
             schema,
             current: None,
             files: Vec::new(),
@@ -411,11 +423,20 @@ impl RunRoot {
     /// Commit `change` (see [`Commit`]). When another writer commits the same generation first, the
     /// change is applied again on top of that writer's manifest, as long as it touched none of this
     /// change's tables and none of its stage's inputs (shards of one stage committing at once);
-    /// otherwise nothing is committed and the error says which table conflicted.
+    /// otherwise nothing is committed, the change's staged folders are removed, and the error says
+    /// which table conflicted.
     pub fn apply(&self, change: Commit) -> Result<Manifest> {
+        // Refused for certain (not a store error, after which the put may have landed): the staged
+        // folders are this writer's own, and nothing will refer to them.
+        let refused = |e: Error| {
+            for t in &change.tables {
+                let _ = self.delete_prefix(&t.entry.dir);
+            }
+            e
+        };
         let mut attempt = 0;
         let manifest = loop {
-            let manifest = change.applied_to(self.manifest()?, &self.location)?;
+            let manifest = change.applied_to(self.manifest()?, &self.location).map_err(refused)?;
             let json = serde_json::to_vec_pretty(&manifest)?;
             let entry = log_entry(manifest.generation);
             let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
@@ -436,11 +457,11 @@ impl RunRoot {
                     std::thread::sleep(std::time::Duration::from_millis(10 * jitter));
                 }
                 Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                    return Err(Error::invalid(format!(
+                    return Err(refused(Error::invalid(format!(
                         "run root {}: other writers committed generation {} and the {COMMIT_ATTEMPTS} before it \
                          while this one tried; nothing of this run was committed: rerun",
                         self.location, manifest.generation
-                    )));
+                    ))));
                 }
                 Err(e) => return Err(storage::context(self.url_of(&entry).as_str(), e)),
             }
@@ -452,7 +473,7 @@ impl RunRoot {
         }
         for t in &change.tables {
             // Best effort: a leftover folder is harmless (nothing refers to it) and cleared next time.
-            let _ = self.remove_other_versions(&t.name, &t.entry.dir);
+            let _ = self.remove_other_versions(&t.name, &t.entry.dir, t.entry.version);
         }
         for (name, _) in &change.drop_tables {
             let _ = self.delete_prefix(&format!("tables/{name}"));
@@ -479,7 +500,6 @@ impl RunRoot {
     /// the sha256 of the sources' content hashes.
     pub fn stage_concatenation(&self, name: &str, sources: &[TableEntry], written_by: &str) -> Result<StagedTable> {
         let w = self.new_writer(name, Arc::new(arrow::datatypes::Schema::empty()), written_by)?;
-        self.delete_prefix(&w.dir)?;
         let schema = sources.first().map(|s| s.schema.clone()).unwrap_or_default();
         let mut pairs = Vec::new();
         let mut hasher = Sha256::new();
@@ -512,16 +532,34 @@ impl RunRoot {
         })
     }
 
-    /// Delete every folder of table `name` but `keep` (older versions, leftovers of killed writers).
-    fn remove_other_versions(&self, name: &str, keep: &str) -> Result<()> {
-        let listing = runtime().block_on(self.store.list_with_delimiter(Some(&self.path(&format!("tables/{name}")))))?;
-        let keep = self.path(keep);
-        for dir in listing.common_prefixes {
-            if dir != keep {
-                self.delete_prefix(&self.rel(&dir))?;
+    /// Delete the folders of table `name` up to version `committed` but `keep`: older versions,
+    /// leftovers of killed writers, and the folders of writers that lost the commit of this version.
+    /// Folders of later versions belong to writers that started after this commit and are kept.
+    fn remove_other_versions(&self, name: &str, keep: &str, committed: u64) -> Result<()> {
+        for (version, folder) in self.version_folders(name)? {
+            if version <= committed && folder != keep {
+                self.delete_prefix(&folder)?;
             }
         }
         Ok(())
+    }
+
+    /// The version folders of table `name` (relative to the root) with their versions: `v<N>-<token>`,
+    /// and `v<N>` as written before writers had tokens. Anything else in the table's folder is left out.
+    fn version_folders(&self, name: &str) -> Result<Vec<(u64, String)>> {
+        let dir = format!("tables/{name}");
+        let listing = runtime()
+            .block_on(self.store.list_with_delimiter(Some(&self.path(&dir))))
+            .map_err(|e| storage::context(self.url_of(&dir).as_str(), e))?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| {
+                let folder = p.filename()?;
+                let digits = folder.strip_prefix('v')?.split('-').next()?;
+                Some((digits.parse().ok()?, self.rel(p)))
+            })
+            .collect())
     }
 
     fn delete_prefix(&self, rel: &str) -> Result<()> {
@@ -741,6 +779,11 @@ fn schema_strings(schema: &SchemaRef) -> Vec<String> {
 impl TableWriter {
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The folder this writer writes, relative to the root (`tables/<name>/v<N>-<token>`).
+    pub fn dir(&self) -> &str {
+        &self.dir
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
