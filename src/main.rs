@@ -473,11 +473,19 @@ enum Command {
         engine: String,
     },
 
-    /// List a run root's tables: rows, size, version, schema, and where the files are.
+    /// List a run root's tables: rows, size, version, schema, and where the files are; or remove some.
+    #[command(after_help = "Examples:\n  \
+        psla tables --root runs/full\n  \
+        psla tables --root runs/full --drop 'features_shard_*'   # shard tables a rerun left unmerged\n  \
+        psla tables --root s3://bucket/runs/full --drop label_additions --drop label_provenance")]
     Tables {
         /// The run root.
         #[arg(long)]
         root: String,
+        /// Remove this table (`*` matches any characters; repeatable), with the records of the stages
+        /// that wrote it, so that `psla run` writes it again. One commit; the files are deleted.
+        #[arg(long, value_name = "NAME")]
+        drop: Vec<String>,
     },
 
     /// Run the demo pipeline (pipelines/demo.toml) on generated known-truth data.
@@ -786,7 +794,17 @@ fn run(cli: Cli) -> Result<()> {
                 None => print_result(&result, format)?,
             }
         }
-        Command::Tables { root } => {
+        Command::Tables { root, drop } if !drop.is_empty() => {
+            let root = RunRoot::open(&root)?;
+            let (tables, stages) = root.drop_tables(&drop)?;
+            let bytes: u64 = tables.iter().map(|(_, e)| e.bytes).sum();
+            let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+            writeln!(err, "dropped {} tables ({} bytes) from {}: {}", tables.len(), psla::progress::group(bytes), root.location(), names.join(", "))?;
+            if !stages.is_empty() {
+                writeln!(err, "removed the records of stages {}: `psla run` runs them again", stages.join(", "))?;
+            }
+        }
+        Command::Tables { root, .. } => {
             let root = RunRoot::open(&root)?;
             print_tables(&root)?;
         }

@@ -221,6 +221,29 @@ fn missing_shards_are_named_and_shards_on_a_local_root_merge_too() {
     let single_root = RunRoot::open(single.to_str().unwrap()).unwrap();
     assert_same_as_one_run(&single_root, &RunRoot::open(r).unwrap(), &root);
 
+    // A shard rerun after the merge (a retried array task) leaves tables nothing merges: `psla tables
+    // --drop` removes them, with the shard's stage record, and the root is as after the merge.
+    run_ok(&mut shard(psla(), &spec, r, 2, 4));
+    let tables = |root: &Path| committed(root)["tables"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert!(tables(&root).iter().any(|t| t.contains("_shard_")), "{:?}", tables(&root));
+    let err = run_err(psla().args(["tables", "--root", r, "--drop", "no_such_*"]));
+    assert!(err.contains("no table matches `no_such_*`") && err.contains("features_shard_2_of_4"), "{err}");
+    let dropped = stderr(&run_ok(psla().args(["tables", "--root", r, "--drop", "*_shard_*"])));
+    assert!(dropped.contains("dropped 3 tables") && dropped.contains("features_shard_2_of_4"), "{dropped}");
+    assert!(dropped.contains("records of stages features_shard_2_of_4"), "{dropped}");
+    let manifest = committed(&root);
+    let left: Vec<_> = tables(&root).into_iter().chain(manifest["stages"].as_object().unwrap().keys().cloned()).filter(|k| k.contains("_shard_")).collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_same_as_one_run(&single_root, &RunRoot::open(r).unwrap(), &root);
+    let rerun = stderr(&run_ok(psla().arg("run").arg(&spec).args(["--root", r])));
+    assert!(rerun.contains("nothing to do"), "dropping the shard tables leaves the pipeline up to date: {rerun}");
+    // A dropped output makes its stage run again (whole, here), and it writes what one run writes.
+    run_ok(psla().args(["tables", "--root", r, "--drop", "features"]));
+    assert!(!tables(&root).contains(&"features".to_string()));
+    let rerun = stderr(&run_ok(psla().arg("run").arg(&spec).args(["--root", r])));
+    assert!(rerun.contains("1 stages ran") && rerun.contains("features: 56 rows in"), "{rerun}");
+    assert_eq!(committed(&root)["tables"]["features"]["content_hash"], committed(&single)["tables"]["features"]["content_hash"]);
+
     // Shards of other parameters are not merged into this stage (it stays up to date), and the
     // pipeline they belong to merges them.
     let other = std::fs::read_to_string(&spec).unwrap().replace("sample_rate = 16000", "sample_rate = 16000\ndtype = \"f16\"");

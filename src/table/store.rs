@@ -481,6 +481,43 @@ impl RunRoot {
         Ok(manifest)
     }
 
+    /// Remove the tables whose names match `patterns` (`*` matches any run of characters) in one
+    /// commit, with the records of the stages that wrote them (such a stage runs again next time).
+    /// Each pattern must match a table. Returns the tables removed (with their entries) and the
+    /// stage records removed.
+    pub fn drop_tables(&self, patterns: &[String]) -> Result<(Vec<(String, TableEntry)>, Vec<String>)> {
+        let manifest = self.manifest()?;
+        let mut dropped: Vec<(String, TableEntry)> = Vec::new();
+        for pattern in patterns {
+            let matched: Vec<_> = manifest.tables.iter().filter(|(name, _)| wildcard_match(pattern, name)).collect();
+            if matched.is_empty() {
+                let names: Vec<&str> = manifest.tables.keys().map(String::as_str).collect();
+                return Err(Error::invalid(format!(
+                    "run root {}: no table matches `{pattern}`; its tables: {}",
+                    self.location,
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                )));
+            }
+            for (name, entry) in matched {
+                if !dropped.iter().any(|(n, _)| n == name) {
+                    dropped.push((name.clone(), entry.clone()));
+                }
+            }
+        }
+        let stages: Vec<String> = manifest
+            .stages
+            .iter()
+            .filter(|(_, r)| r.outputs.iter().any(|o| dropped.iter().any(|(n, _)| n == o)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.apply(Commit {
+            drop_tables: dropped.iter().map(|(n, e)| (n.clone(), e.dir.clone())).collect(),
+            drop_stages: stages.clone(),
+            ..Default::default()
+        })?;
+        Ok((dropped, stages))
+    }
+
     /// Copy committed files of this root to new relative paths (a server-side copy on object stores,
     /// a hard link on a local disk): the copies do not depend on the originals staying.
     pub fn copy_files(&self, pairs: &[(String, String)]) -> Result<()> {
@@ -870,4 +907,24 @@ impl TableWriter {
             },
         })
     }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters (none included).
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if name.len() < first.len() + last.len() || !name.starts_with(first) || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
