@@ -102,13 +102,7 @@ fn two_writers_of_one_table_at_once_cannot_mix_their_files() {
     let dir = tempdir();
     let root = RunRoot::open(&dir.path().to_string_lossy()).unwrap();
     let schema = psla::stages::features::rejects_schema();
-    let batch = |ids: &[&str]| {
-        let rows: Vec<_> = ids
-            .iter()
-            .map(|i| psla::stages::features::Reject { clip_id: i.to_string(), audio_uri: String::new(), reason: "r".into() })
-            .collect();
-        psla::stages::features::rejects_batch(&rows).unwrap()
-    };
+    let batch = rejects_of;
     let ids = |root: &RunRoot| -> Vec<String> {
         let t = root.read_table("t").unwrap();
         t.batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(String::from).collect::<Vec<_>>()).collect()

@@ -47,6 +47,15 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A batch of the `features_rejects` schema with these clip ids (a small table to write in tests).
+pub fn rejects_of(ids: &[&str]) -> arrow::array::RecordBatch {
+    let rows: Vec<_> = ids
+        .iter()
+        .map(|i| psla::stages::features::Reject { clip_id: i.to_string(), audio_uri: String::new(), reason: "r".into() })
+        .collect();
+    psla::stages::features::rejects_batch(&rows).unwrap()
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("psla-test-").tempdir().expect("temp dir")
 }

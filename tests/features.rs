@@ -378,13 +378,7 @@ fn a_resumable_writer_keeps_completed_files_after_a_kill_and_drops_the_rest() {
     let dir = tempdir();
     let root = RunRoot::open(&dir.path().to_string_lossy()).unwrap();
     let schema = psla::stages::features::rejects_schema();
-    let batch = |ids: &[&str]| {
-        let rows: Vec<_> = ids
-            .iter()
-            .map(|i| psla::stages::features::Reject { clip_id: i.to_string(), audio_uri: String::new(), reason: "r".into() })
-            .collect();
-        psla::stages::features::rejects_batch(&rows).unwrap()
-    };
+    let batch = rejects_of;
     let killed = {
         let (mut w, done) = root.table_writer_resumable("t", schema.clone(), "test").unwrap();
         assert!(done.is_empty());
