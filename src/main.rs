@@ -473,7 +473,7 @@ enum Command {
         engine: String,
     },
 
-    /// List a run root's tables: rows, size, version, schema, and where the files are; or remove some.
+    /// List a run root's tables (rows, size, version, schema, files) or drop some (--drop).
     #[command(after_help = "Examples:\n  \
         psla tables --root runs/full\n  \
         psla tables --root runs/full --drop 'features_shard_*'   # shard tables a rerun left unmerged\n  \
