@@ -477,7 +477,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         psla tables --root runs/full\n  \
         psla tables --root runs/full --drop 'features_shard_*'   # shard tables a rerun left unmerged\n  \
-        psla tables --root s3://bucket/runs/full --drop label_additions --drop label_provenance")]
+        psla tables --root s3://bucket/runs/full --drop labels_enhanced --drop label_changes")]
     Tables {
         /// The run root.
         #[arg(long)]
