@@ -11,7 +11,7 @@ use arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use psla::table::{Commit, RunRoot};
 
 use crate::common::*;
-use crate::s3::{committed, new_root, psla_s3};
+use crate::s3::{committed, new_root, psla_s3, tables_of};
 
 /// Known-truth audio (40 + 16 one-second clips), one of them overwritten with bytes that are not
 /// audio, and a pipeline that ingests it and computes features. Returns (spec, data folder).
@@ -224,7 +224,7 @@ fn missing_shards_are_named_and_shards_on_a_local_root_merge_too() {
     // A shard rerun after the merge (a retried array task) leaves tables nothing merges: `psla tables
     // --drop` removes them, with the shard's stage record, and the root is as after the merge.
     run_ok(&mut shard(psla(), &spec, r, 2, 4));
-    let tables = |root: &Path| committed(root)["tables"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let tables = |root: &Path| tables_of(&committed(root)).into_iter().map(|t| t.0).collect::<Vec<_>>();
     assert!(tables(&root).iter().any(|t| t.contains("_shard_")), "{:?}", tables(&root));
     let err = run_err(psla().args(["tables", "--root", r, "--drop", "no_such_*"]));
     assert!(err.contains("no table matches `no_such_*`") && err.contains("features_shard_2_of_4"), "{err}");

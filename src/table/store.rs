@@ -358,8 +358,7 @@ impl RunRoot {
         }
         self.copy_files(&pairs)?;
         // Recorded here at once, so that a writer killed before its next file resumes from this folder.
-        let journal = Journal { schema: schema_strings(&w.schema), files: w.journal.clone() };
-        self.write_bytes(&format!("{}/{JOURNAL}", w.dir), serde_json::to_vec_pretty(&journal)?)?;
+        w.write_journal()?;
         let files = w.files.clone();
         Ok((w, files))
     }
@@ -855,11 +854,16 @@ impl TableWriter {
             if self.resumable {
                 let rows = self.rows - self.journal.iter().map(|f| f.rows).sum::<u64>();
                 self.journal.push(JournalFile { path: rel, rows, bytes: len, sha256: sha });
-                let journal = Journal { schema: schema_strings(&self.schema), files: self.journal.clone() };
-                self.root.write_bytes(&format!("{}/{JOURNAL}", self.dir), serde_json::to_vec_pretty(&journal)?)?;
+                self.write_journal()?;
             }
         }
         Ok(())
+    }
+
+    /// Write the journal of the files completed so far into this writer's folder (one put).
+    fn write_journal(&self) -> Result<()> {
+        let journal = Journal { schema: schema_strings(&self.schema), files: self.journal.clone() };
+        self.root.write_bytes(&format!("{}/{JOURNAL}", self.dir), serde_json::to_vec_pretty(&journal)?)
     }
 
     /// Complete the open file now (a resumable writer records it in its journal), so that a killed
